@@ -1,0 +1,93 @@
+"""Callbacks Lightning does not ship: class-grid samples during training, and a crash checkpoint that skips NaNs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from diffusion.images import grid_image, save_grid
+from diffusion.module import DiffusionModule, NonFiniteLossError
+
+
+def batch_size(batch: Any) -> int:
+    """Images in a (x, y) batch, for ThroughputMonitor."""
+    return int(batch[0].shape[0])
+
+
+class InterruptCheckpoint(L.Callback):
+    """`interrupted.ckpt` when training dies of an exception (Ctrl-C, OOM, …), but not after a non-finite loss.
+
+    Lightning's OnExceptionCheckpoint saves the same file, but its presence also turns `fit(ckpt_path=None)`
+    into an implicit resume from "last", which would surprise sweeps and re-runs in one directory.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, NonFiniteLossError):
+            trainer.save_checkpoint(self.path)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` every N optimizer steps and at the final step (Lightning alone skips the end of a run).
+
+    Lightning writes checkpoints atomically (fsspec transaction), so a crash mid-write leaves the old file intact.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
+        super().__init__(dirpath=dirpath, every_n_train_steps=every_n_train_steps, save_last=True, save_top_k=0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        step = trainer.global_step
+        if step == trainer.max_steps and step % self._every_n_train_steps and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs and trainer.current_epoch + 1 >= trainer.max_epochs > 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class SampleGrid(L.Callback):
+    """Every N epochs and at the end of training: one row per class, fixed noise, saved as PNG and logged.
+
+    Runs in `on_validation_epoch_start`, after the weight-averaging callback (listed before it) has swapped the
+    EMA weights in, so grids show the EMA model.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, n_per_class: int = 8, seed: int = 0,
+                 sampler: Callable | None = None, dirname: str = "samples") -> None:
+        self.every_n_epochs, self.n_per_class, self.seed = every_n_epochs, n_per_class, seed
+        self.sampler, self.dirname = sampler, dirname
+
+    def make_grid(self, trainer: L.Trainer, module: DiffusionModule, name: str) -> Path:
+        classes = len(module.hparams.class_names)
+        labels = torch.arange(classes).repeat_interleave(self.n_per_class)
+        images = module.sample(labels, self.sampler, seed=self.seed)  # same seed: same noise every time
+        path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{name}.png", self.n_per_class)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", [np.asarray(grid_image(images, self.n_per_class))], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                pic = torch.from_numpy(np.asarray(grid_image(images, self.n_per_class))).permute(2, 0, 1)
+                logger.experiment.add_image("samples", pic, trainer.global_step)
+        return path
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.make_grid(trainer, pl_module, f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            path = self.make_grid(trainer, pl_module, "final")
+            print(f"sample grid: {path}")

@@ -1,0 +1,136 @@
+"""LightningModule: thin glue around the U-Net, the noise schedule, the loss and the samplers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from diffusion.samplers import sample_generators
+from diffusion.schedule import NoiseSchedule
+
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def plain(cfg: Any) -> Any:
+    """DictConfig -> plain containers (checkpoints then load without Hydra objects)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 200,
+                  min_lr_ratio: float = 0.1, decay: bool = True) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to min_lr_ratio·lr at total_steps (Loshchilov & Hutter 2017), or constant."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if not decay or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class DiffusionModule(L.LightningModule):
+    """ε-prediction DDPM with classifier-free guidance training (Ho et al. 2020; Ho & Salimans 2022)."""
+
+    def __init__(self, net: dict, schedule: dict, optimizer: dict, lr_scheduler: dict | None = None,
+                 loss: str = "mse", p_uncond: float = 0.1, guidance: float = 0.0, sampler: dict | None = None,
+                 class_names: Sequence[str] = tuple("0123456789"), data_name: str = "mnist",
+                 channels_last: bool = True) -> None:
+        super().__init__()
+        net, schedule, optimizer, lr_scheduler, sampler = map(plain, (net, schedule, optimizer, lr_scheduler, sampler))
+        class_names = list(class_names)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        self.save_hyperparameters()
+        self.net = instantiate(net, num_classes=len(class_names), null_class=p_uncond > 0)
+        self.schedule: NoiseSchedule = instantiate(schedule)
+        self.null_label = len(class_names) if p_uncond > 0 else -1
+        self.channels_last = channels_last
+        self.last_loss = float("nan")
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """ε_θ(x_t, t, y)."""
+        return self.net(self._layout(x), t, y)
+
+    def diffusion_loss(self, x0: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """E_{t,ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖ (Ho et al. 2020, eq. 14; L1 optional)."""
+        b = x0.shape[0]
+        t = torch.randint(0, self.schedule.timesteps, (b,), device=self.device, generator=generator)
+        noise = torch.randn(x0.shape, device=self.device, generator=generator)
+        pred = self(self.schedule.q_sample(x0, t, noise), t, y)
+        return LOSSES[self.hparams.loss](pred.float(), noise)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x0, y = batch
+        if self.hparams.p_uncond > 0:  # label dropout to ∅ (Ho & Salimans 2022, Alg. 1)
+            drop = torch.rand(y.shape, device=y.device) < self.hparams.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.null_label), y)
+        loss = self.diffusion_loss(x0, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.global_step} (last finite loss {self.last_loss:.4g}); "
+                "training stopped, the last good checkpoint is kept"
+            )
+        self.last_loss = loss.item()
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x0, y = batch
+        gen = torch.Generator(self.device).manual_seed(batch_idx)  # same t and ε every epoch: comparable losses
+        self.log("val/loss", self.diffusion_loss(x0, y, gen), prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+
+    def configure_optimizers(self) -> Any:
+        opt = instantiate(self.hparams.optimizer)(params=self.parameters())  # optimizer configs are `_partial_: true`
+        if not self.hparams.lr_scheduler:
+            return opt
+        factory = instantiate(self.hparams.lr_scheduler)  # scheduler configs are `_partial_: true`
+        if factory.func is warmup_cosine:
+            sched = factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        sched = factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on CPUs that have it (as in training); a no-op elsewhere."""
+        from diffusion.runtime import cpu_supports_bf16
+
+        enabled = self.device.type == "cpu" and cpu_supports_bf16()
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def sample(self, labels: Tensor, sampler: Any = None, seed: int = 0, indices: Sequence[int] | None = None,
+               guidance: float | None = None, **kwargs: Any) -> Tensor:
+        """Images in [-1, 1] for `labels`; sample i uses its own generator from (seed, indices[i])."""
+        sampler = sampler or instantiate(self.hparams.sampler)
+        guidance = self.hparams.guidance if guidance is None else guidance
+        if guidance > 0 and self.null_label < 0:
+            raise ValueError("guidance > 0 needs a model trained with p_uncond > 0 (it has no null class)")
+        indices = range(len(labels)) if indices is None else indices
+        was_training = self.training
+        self.eval()
+        try:
+            with self.autocast():
+                return sampler(self, self.schedule, labels.to(self.device), sample_generators(seed, indices),
+                               guidance=guidance, null_label=self.null_label, **kwargs).float().clamp(-1, 1)
+        finally:
+            self.train(was_training)

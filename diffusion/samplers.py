@@ -1,0 +1,160 @@
+"""Samplers: short pure functions of (model, schedule, labels, generators) returning x_0 in [-1, 1].
+
+`model(x, t, y)` predicts ε. Classifier-free guidance uses ω ("guidance") in
+ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) (Ho & Salimans 2022, eq. 6); ω=0 is plain conditional
+sampling, and the other common form ε_u + w·(ε_c − ε_u) is the same with w = 1+ω.
+Every sample draws its noise from its own generator, so image i depends only on its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from diffusion.schedule import NoiseSchedule
+
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+StepCallback = Callable[[int, int, Tensor, Tensor], None]  # (step index, t, x_t, ε̃)
+CLIP_MODES = ("none", "static", "dynamic")
+
+
+def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded from (seed, index) so image i never depends on the batch."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in indices]
+
+
+def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
+    """Stack of standard normal draws, one per generator: (B, *shape)."""
+    return torch.stack([torch.randn(*shape, generator=g) for g in generators]).to(device)
+
+
+def guided_eps(model: Denoiser, x: Tensor, t: Tensor, labels: Tensor, guidance: float, null_label: int) -> Tensor:
+    """ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) in one forward pass on a doubled batch; ω=0 skips ∅."""
+    if guidance == 0:
+        return model(x, t, labels).float()
+    eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, null_label)])).float()
+    cond, uncond = eps.chunk(2)
+    return (1 + guidance) * cond - guidance * uncond
+
+
+def clip_x0(x0: Tensor, mode: str, percentile: float = 0.995) -> Tensor:
+    """'none'; 'static' clamp to [-1, 1]; 'dynamic' thresholding at a per-sample percentile (Saharia et al. 2022, §2.3)."""
+    if mode == "none":
+        return x0
+    if mode == "static":
+        return x0.clamp(-1, 1)
+    if mode == "dynamic":
+        s = torch.quantile(x0.abs().flatten(1), percentile, dim=1).clamp(min=1.0).view(-1, 1, 1, 1)
+        return x0.clamp(-s, s) / s
+    raise ValueError(f"clip_x0 must be one of {CLIP_MODES}, got {mode!r}")
+
+
+def respaced_timesteps(timesteps: int, steps: int) -> list[int]:
+    """`steps` evenly spaced training timesteps from T−1 down to 0 (respacing, Nichol & Dhariwal 2021, §4)."""
+    if not 1 <= steps <= timesteps:
+        raise ValueError(f"steps must be between 1 and the model's timesteps ({timesteps}), got {steps}")
+    return torch.linspace(timesteps - 1, 0, steps).round().long().tolist()
+
+
+def _check_finite(x: Tensor, step: int, t: int) -> None:
+    """Stop with a clear error when sampling diverges."""
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"sampling produced non-finite values at step {step} (t={t}); try clip_x0=static")
+
+
+def _denoise(model, schedule, x, t, labels, guidance, clip, null_label):
+    """ε̃ and the (optionally clipped) x̂_0 with ε̃ made consistent with it."""
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+    eps = guided_eps(model, x, tt, labels, guidance, null_label)
+    ab = schedule.alpha_bar[t].double()
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()  # Ho et al. 2020, eq. 4 solved for x_0
+    if clip != "none":
+        x0 = clip_x0(x0, clip)
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+    return eps.float(), x0.float()
+
+
+@torch.no_grad()
+def ddpm_sample(
+    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
+    shape: Sequence[int] = (1, 32, 32), steps: int | None = None, guidance: float = 0.0, clip: str = "none", sigma: str = "posterior",
+    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+) -> Tensor:
+    """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t ('posterior') or β_t ('beta')."""
+    ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
+    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    for i, t in enumerate(ts):
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        ab, ab_prev = schedule.alpha_bar[t], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
+        beta = 1 - ab / ab_prev  # β of the respaced chain; equals β_t when steps = T
+        # 1. Posterior mean μ̃ = c0·x̂_0 + ct·x_t (Ho et al. 2020, eq. 7)
+        mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)) * x
+        # 2. Add noise σ_t·z except at the last step
+        var = beta * (1 - ab_prev) / (1 - ab) if sigma == "posterior" else beta
+        noise = per_sample_randn(generators, x.shape[1:], x.device) if i + 1 < len(ts) else torch.zeros_like(x)
+        x = mean + var.sqrt() * noise
+        _check_finite(x, i, t)
+        if callback:
+            callback(i, t, x, eps)
+    return x
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
+    shape: Sequence[int] = (1, 32, 32), steps: int = 50, eta: float = 0.0, guidance: float = 0.0, clip: str = "none",
+    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+) -> Tensor:
+    """DDIM, x_prev = √ᾱ_prev·x̂_0 + √(1−ᾱ_prev−σ²)·ε̃ + σ·z (Song et al. 2021, eq. 12); η=0 is deterministic."""
+    ts = respaced_timesteps(schedule.timesteps, steps)
+    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    for i, t in enumerate(ts):
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        ab, ab_prev = schedule.alpha_bar[t], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
+        # σ_t(η) (Song et al. 2021, eq. 16)
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and i + 1 < len(ts):
+            x = x + sigma * per_sample_randn(generators, x.shape[1:], x.device)
+        _check_finite(x, i, t)
+        if callback:
+            callback(i, t, x, eps)
+    return x
+
+
+@torch.no_grad()
+def dpm_solver_sample(
+    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
+    shape: Sequence[int] = (1, 32, 32), steps: int = 20, guidance: float = 0.0, clip: str = "none",
+    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M), multistep 2nd order in data prediction (Lu et al. 2022, Alg. 2); last step 1st order to x_0."""
+    ts = respaced_timesteps(schedule.timesteps, steps)
+    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    alpha = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
+    sigma = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731
+    lam = lambda t: torch.log(alpha(t) / sigma(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
+    x0_prev, h_prev = None, None
+    for i, t in enumerate(ts):
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        if i + 1 == len(ts):
+            x = x0  # σ → 0 at the end: the first-order update reduces to x̂_0
+        else:
+            s = ts[i + 1]
+            h = lam(s) - lam(t)
+            if x0_prev is None:
+                d = x0  # 1. first step: DPM-Solver++(1), i.e. DDIM (Lu et al. 2022, eq. 9)
+            else:
+                r = h_prev / h  # 2. multistep 2nd-order correction D_i (Alg. 2, lines 6–8)
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+            x = ((sigma(s) / sigma(t)) * x - alpha(s) * torch.expm1(-h) * d).float()
+            x0_prev, h_prev = x0, h
+        _check_finite(x, i, t)
+        if callback:
+            callback(i, t, x, eps)
+    return x
+
+
+SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm_solver": dpm_solver_sample}

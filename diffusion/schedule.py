@@ -1,0 +1,75 @@
+"""Noise schedules: β(t) as plain functions and a small object holding the precomputed buffers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """β_t evenly spaced from beta_start to beta_end (Ho et al. 2020, §4), float64."""
+    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+
+
+def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
+    """β_t = 1 − ᾱ_t/ᾱ_{t−1} with ᾱ from f(t)=cos²(((t/T)+s)/(1+s)·π/2), clipped (Nichol & Dhariwal 2021, eq. 17)."""
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
+
+
+BETA_SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+
+
+class NoiseSchedule(nn.Module):
+    """Discrete DDPM forward process q(x_t | x_0); t is 0-based (t=0 is the first noising step)."""
+
+    def __init__(self, timesteps: int = 1000, kind: str = "linear", **beta_kwargs: float) -> None:
+        super().__init__()
+        if kind not in BETA_SCHEDULES:
+            raise ValueError(f"schedule kind must be one of {sorted(BETA_SCHEDULES)}, got {kind!r}")
+        if int(timesteps) < 1:
+            raise ValueError(f"timesteps must be a positive integer, got {timesteps}")
+        self.timesteps, self.kind = int(timesteps), kind
+        betas = BETA_SCHEDULES[kind](self.timesteps, **beta_kwargs)  # float64 math, float32 storage
+        alphas = 1 - betas
+        alpha_bar = torch.cumprod(alphas, 0)
+        alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+        buffers = {
+            "betas": betas,
+            "alphas": alphas,
+            "alpha_bar": alpha_bar,
+            "alpha_bar_prev": alpha_bar_prev,
+            "sqrt_alpha_bar": alpha_bar.sqrt(),
+            "sqrt_one_minus_alpha_bar": (1 - alpha_bar).sqrt(),
+            # β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (Ho et al. 2020, eq. 7)
+            "posterior_variance": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
+            # μ̃_t = c0·x_0 + ct·x_t (Ho et al. 2020, eq. 7)
+            "posterior_mean_coef_x0": betas * alpha_bar_prev.sqrt() / (1 - alpha_bar),
+            "posterior_mean_coef_xt": (1 - alpha_bar_prev) * alphas.sqrt() / (1 - alpha_bar),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, timesteps={self.timesteps}"
+
+    @staticmethod
+    def gather(values: Tensor, t: Tensor) -> Tensor:
+        """values[t] reshaped to (B, 1, 1, 1) for broadcasting over images."""
+        return values[t].view(-1, 1, 1, 1)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε (Ho et al. 2020, eq. 4)."""
+        return self.gather(self.sqrt_alpha_bar, t) * x0 + self.gather(self.sqrt_one_minus_alpha_bar, t) * noise
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, eq. 4 solved for x_0."""
+        return (x_t - self.gather(self.sqrt_one_minus_alpha_bar, t) * eps) / self.gather(self.sqrt_alpha_bar, t)
+
+    def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
+        return self.gather(self.posterior_mean_coef_x0, t) * x0 + self.gather(self.posterior_mean_coef_xt, t) * x_t

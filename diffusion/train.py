@@ -1,0 +1,81 @@
+"""The training recipe: validate → seed → data → model → callbacks → loggers → trainer → fit."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """An option has an invalid value."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject invalid values with one clear line before anything heavy starts."""
+    T = cfg.timesteps
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+        raise ConfigError(f"timesteps must be a positive integer, got {T!r}")
+    if not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0:
+        raise ConfigError(f"guidance (ω) must be a number ≥ 0, got {cfg.guidance!r}")
+    if not isinstance(cfg.p_uncond, (int, float)) or not 0 <= cfg.p_uncond <= 1:
+        raise ConfigError(f"p_uncond must be in [0, 1], got {cfg.p_uncond!r}")
+    if cfg.guidance > 0 and cfg.p_uncond == 0:
+        raise ConfigError("guidance > 0 needs p_uncond > 0 (the unconditional model ε(x,t,∅) is learnt from dropped labels)")
+    if cfg.loss not in ("mse", "l1"):
+        raise ConfigError(f"loss must be 'mse' or 'l1', got {cfg.loss!r}")
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
+
+
+def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
+    """Markdown table of trainable parameters grouped by module path (`depth` components), and the exact total."""
+    groups: dict[str, int] = defaultdict(int)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[".".join(name.split(".")[:-1][:depth]) or name] += p.numel()
+    total = sum(groups.values())
+    rows = [f"| `{k}` | {v:,} |" for k, v in groups.items()]
+    return "\n".join(["| module | parameters |", "|---|---:|", *rows, f"| **total** | **{total:,}** |", ""]), total
+
+
+def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -> int:
+    """params.md and the resolved config in the run directory; returns the trainable parameter count."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table, total = parameter_table(module.net)
+    (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{table}")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return total
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one model as configured; returns the final logged metrics."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name)
+    run_dir = Path(cfg.run_dir)
+    total = write_run_files(cfg, module, run_dir)
+    print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else []
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["global_step"] = trainer.global_step
+    print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
+    return metrics
+
+
+def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:
+    """The number a Hydra sweeper minimises (NaN when missing)."""
+    return float(metrics.get(key, math.nan))

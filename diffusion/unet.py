@@ -1,0 +1,156 @@
+"""Class-conditional U-Net ε_θ(x_t, t, y); it knows nothing about the diffusion formulation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Transformer position encoding of integer timesteps (Vaswani et al. 2017, §3.5): (B,) -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """conv→GN→SiLU, + projected embedding, conv→GN→SiLU, plus a (1×1 when channels change) residual."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm1 = nn.GroupNorm(groups, c_out)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, c_out)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = F.silu(self.norm1(self.conv1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = F.silu(self.norm2(self.conv2(self.dropout(h))))
+        return h + self.skip(x)
+
+
+class SelfAttention(nn.Module):
+    """Pre-norm multi-head self-attention over the H·W positions, with a residual."""
+
+    def __init__(self, channels: int, groups: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels)
+        self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        seq = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        out, _ = self.attn(seq, seq, seq, need_weights=False)
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class Level(nn.Module):
+    """Residual blocks at one resolution, each optionally followed by self-attention."""
+
+    def __init__(self, c_in: int, c_out: int, n_blocks: int, emb_dim: int, groups: int, dropout: float, attn: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            ResBlock(c_in if i == 0 else c_out, c_out, emb_dim, groups, dropout) for i in range(n_blocks)
+        )
+        self.attns = nn.ModuleList(SelfAttention(c_out, groups) if attn else nn.Identity() for _ in range(n_blocks))
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        for block, attn in zip(self.blocks, self.attns):
+            x = attn(block(x, emb))
+        return x
+
+
+def make_downsample(kind: str, channels: int) -> nn.Module:
+    """Halve H and W: 'maxpool' (parameter-free) or 'conv' (3×3, stride 2)."""
+    if kind == "maxpool":
+        return nn.MaxPool2d(2)
+    if kind == "conv":
+        return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+    raise ValueError(f"downsample must be 'maxpool' or 'conv', got {kind!r}")
+
+
+def make_upsample(kind: str, channels: int) -> nn.Module:
+    """Double H and W: 'nearest' (parameter-free), 'nearest_conv' (+3×3 conv) or 'transposed' (2×2, stride 2)."""
+    if kind == "nearest":
+        return nn.Upsample(scale_factor=2, mode="nearest")
+    if kind == "nearest_conv":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1))
+    if kind == "transposed":
+        return nn.ConvTranspose2d(channels, channels, 2, stride=2)
+    raise ValueError(f"upsample must be 'nearest', 'nearest_conv' or 'transposed', got {kind!r}")
+
+
+class UNet(nn.Module):
+    """ε_θ(x_t, t, y): time and label embeddings summed, one skip per level, levels joined by down/up-sampling."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int = 32,
+        channels: Sequence[int] = (32, 64, 128),
+        blocks_per_level: int = 1,
+        mid_channels: int = 256,
+        mid_blocks: int = 1,
+        attention_resolutions: Sequence[int] = (),
+        emb_dim: int = 256,
+        num_classes: int = 10,
+        null_class: bool = True,
+        dropout: float = 0.0,
+        groups: int = 8,
+        downsample: str = "maxpool",
+        upsample: str = "nearest",
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.null_class = num_classes, null_class
+        self.emb_dim = emb_dim
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).
+        self.label_emb = nn.Embedding(num_classes + int(null_class), emb_dim)
+        self.label_proj = nn.Linear(emb_dim, emb_dim)
+        self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+
+        res, c, skips = image_size, channels[0], []
+        self.down, self.pools = nn.ModuleList(), nn.ModuleList()
+        for i, ch in enumerate(channels):
+            self.down.append(Level(c, ch, blocks_per_level, emb_dim, groups, dropout, res in attention_resolutions))
+            c = ch
+            skips.append(ch)
+            last = i == len(channels) - 1
+            self.pools.append(nn.Identity() if last else make_downsample(downsample, ch))
+            res = res if last else res // 2
+        self.mid = Level(c, mid_channels, mid_blocks, emb_dim, groups, dropout, res in attention_resolutions)
+        c = mid_channels
+        self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
+        for i, ch in enumerate(reversed(channels)):
+            self.unpools.append(nn.Identity() if i == 0 else make_upsample(upsample, c))
+            res = res if i == 0 else res * 2
+            self.up.append(Level(c + skips.pop(), ch, blocks_per_level, emb_dim, groups, dropout, res in attention_resolutions))
+            c = ch
+        self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+
+    def embed(self, t: Tensor, y: Tensor) -> Tensor:
+        """Sum of the time and label embeddings, SiLU-activated: (B,), (B,) -> (B, emb_dim)."""
+        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim)) + self.label_proj(self.label_emb(y))
+        return F.silu(e)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """Predict the noise in x (B, C, H, W) at integer steps t (B,) for labels y (B,)."""
+        emb = self.embed(t, y)
+        h, skips = self.inp(x), []
+        for level, pool in zip(self.down, self.pools):
+            h = level(h, emb)
+            skips.append(h)
+            h = pool(h)
+        h = self.mid(h, emb)
+        for level, unpool in zip(self.up, self.unpools):
+            h = level(torch.cat([unpool(h), skips.pop()], dim=1), emb)
+        return self.out(h)
