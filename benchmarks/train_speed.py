@@ -1,0 +1,111 @@
+"""Training images/s: the default configuration through Lightning vs hand-written loops, measured in one run.
+
+`make bench` (or `python -m benchmarks.train_speed --steps 30`). Prints images/s of
+  plain:       fp32, contiguous layout, hand-written PyTorch loop (the baseline),
+  hand-bf16:   the default precision/layout settings in a hand-written loop,
+  lightning:   the default configuration through Lightning's Trainer,
+and the ratios `speed-up` (lightning / plain) and `lightning overhead` (lightning / hand-bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from pathlib import Path
+
+import diffusion  # noqa: F401
+from diffusion.runtime import cpu_supports_bf16
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def build(overrides: list[str]):
+    """Compose the training config and build the data and Lightning modules from it."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=["run_dir=/tmp/bench", "logger=none", "callbacks=none", *overrides])
+    dm = instantiate(cfg.data)
+    dm.setup()
+    module = instantiate(cfg.module, class_names=dm.class_names)
+    return cfg, dm, module
+
+
+def batches(dm, n: int):
+    """n training batches, cycling through the loader."""
+    it = iter(dm.train_dataloader())
+    for _ in range(n):
+        yield next(it)
+
+
+def hand_loop(module, dm, steps: int, warmup: int, bf16: bool, channels_last: bool) -> float:
+    """images/s of a minimal loop: loss, backward, clip, AdamW step (same network, batch and loss)."""
+    module.channels_last = channels_last
+    module.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    n_img, start = 0, None
+    for i, (x, y) in enumerate(batches(dm, warmup + steps)):
+        if i == warmup:
+            start, n_img = time.perf_counter(), 0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.diffusion_loss(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        n_img += x.shape[0]
+    return n_img / (time.perf_counter() - start)
+
+
+class Timer(L.Callback):
+    """Wall time of the batches after `warmup`."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.images = warmup, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.start, self.images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += batch[0].shape[0] if batch_idx >= self.warmup else 0
+        self.end = time.perf_counter()
+
+
+def lightning_run(cfg, module, dm, steps: int, warmup: int) -> float:
+    """images/s of the default configuration's Trainer (no logging or checkpoint callbacks)."""
+    timer = Timer(warmup)
+    trainer = instantiate(cfg.trainer, max_steps=warmup + steps, callbacks=[timer], logger=False,
+                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    return timer.images / (timer.end - timer.start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per variant")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=small data.batch_size=64")
+    args = parser.parse_args()
+    cfg, dm, module = build(args.overrides)
+    bf16 = cpu_supports_bf16()
+    print(f"model={cfg.model._target_} batch={cfg.data.batch_size} precision={cfg.trainer.precision} "
+          f"threads={torch.get_num_threads()} steps={args.steps}")
+    results = {
+        "plain": hand_loop(module, dm, args.steps, args.warmup, bf16=False, channels_last=False),
+        "hand-bf16": hand_loop(module, dm, args.steps, args.warmup, bf16=bf16, channels_last=True),
+    }
+    _, _, module = build(args.overrides)
+    results["lightning"] = lightning_run(cfg, module, dm, args.steps, args.warmup)
+    for k, v in results.items():
+        print(f"{k:>10}: {v:8.1f} images/s")
+    print(f"speed-up: {results['lightning'] / results['plain']:.2f}x (lightning default vs plain fp32 loop)")
+    print(f"lightning overhead: {results['lightning'] / results['hand-bf16']:.2f}x of the hand-written loop "
+          "with the same precision settings")
+
+
+if __name__ == "__main__":
+    main()
