@@ -58,6 +58,17 @@ def respaced_timesteps(timesteps: int, steps: int) -> list[int]:
     return torch.linspace(timesteps - 1, 0, steps).round().long().tolist()
 
 
+def log_snr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
+    """Timesteps evenly spaced in λ = log(α/σ) from T−1 to 0, snapped to the nearest integer t; Lu et al. (2022,
+    §D.1) recommend this spacing for low-resolution pixel models. Repeats collapse, so at most `steps` values."""
+    respaced_timesteps(schedule.timesteps, steps)  # validates steps
+    ab = schedule.alpha_bar.double()
+    lam = 0.5 * (ab.log() - (1 - ab).log())
+    targets = torch.linspace(lam[-1].item(), lam[0].item(), steps, dtype=torch.float64)
+    idx = (lam[None, :] - targets[:, None]).abs().argmin(dim=1)
+    return torch.unique_consecutive(idx).tolist()
+
+
 def _check_finite(x: Tensor, step: int, t: int) -> None:
     """Stop with a clear error when sampling diverges."""
     if not torch.isfinite(x).all():
@@ -131,7 +142,7 @@ def dpm_solver_sample(
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M), multistep 2nd order in data prediction (Lu et al. 2022, Alg. 2); last step 1st order to x_0."""
-    ts = respaced_timesteps(schedule.timesteps, steps)
+    ts = log_snr_timesteps(schedule, steps)
     x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
     alpha = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
     sigma = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731

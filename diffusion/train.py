@@ -28,6 +28,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"p_uncond must be in [0, 1], got {cfg.p_uncond!r}")
     if cfg.guidance > 0 and cfg.p_uncond == 0:
         raise ConfigError("guidance > 0 needs p_uncond > 0 (the unconditional model ε(x,t,∅) is learnt from dropped labels)")
+    steps = cfg.sampler.get("steps")
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ConfigError(f"sampler.steps must be an integer between 1 and timesteps ({T}), got {steps!r}")
     if cfg.loss not in ("mse", "l1"):
         raise ConfigError(f"loss must be 'mse' or 'l1', got {cfg.loss!r}")
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():

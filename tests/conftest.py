@@ -1,0 +1,50 @@
+"""Shared fixtures: config composition with cheap settings, the real data folder, entry-point runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import diffusion  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+DATA = Path(os.environ.get("DIFFUSION_DATA", ROOT / "data"))
+
+
+def compose_cfg(name: str, overrides: list[str]) -> DictConfig:
+    """Compose a primary config the way the entry point does (without running Hydra's job)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path):
+    """Factory: the training config with a tiny, fast setup writing into tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_cfg("train", [f"run_dir={tmp_path}", "debug=fast", "logger=csv", f"data.root={DATA}",
+                                     "callbacks.progress=null", *overrides])
+
+    return make
+
+
+def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
+    """Run `python <script> args` as a user would; returns the CompletedProcess (text output)."""
+    full_env = dict(os.environ, DIFFUSION_DATA=str(DATA), WANDB_MODE="offline", **(env or {}))
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data folder written by `make data`."""
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.fail(f"no data under {DATA}: run `make data` first (make test does)")
+    return DATA
