@@ -37,7 +37,7 @@ def train_cfg(tmp_path: Path):
 
 def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
     """Run `python <script> args` as a user would; returns the CompletedProcess (text output)."""
-    full_env = dict(os.environ, DIFFUSION_DATA=str(DATA), WANDB_MODE="offline", **(env or {}))
+    full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env, text=True,
                           capture_output=True, timeout=timeout)
 

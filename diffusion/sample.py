@@ -1,0 +1,257 @@
+"""What `sample.py` does: load a checkpoint, then one short function per output mode."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
+
+from diffusion.images import grid_image, save_grid, to_uint8
+from diffusion.module import DiffusionModule
+from diffusion.prompts import parse_prompt
+from diffusion.samplers import per_sample_randn, sample_generators
+
+MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
+
+
+def newest_checkpoint(root: str | Path = "outputs") -> Path:
+    """The most recently written last.ckpt under root."""
+    found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint under {root}/; train one with `make train` (or `python train.py`) "
+                                "or pass ckpt_path=...")
+    return found[-1]
+
+
+def load_module(path: str | Path, weights: str = "ema", device: str = "cpu") -> DiffusionModule:
+    """Rebuild the model from the checkpoint alone; `ema` weights (the checkpoint's state_dict) or `raw` ones."""
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location=device, weights_only=False)  # our own file: hyper-parameters are plain
+    module = DiffusionModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt.get("current_model_state", ckpt["state_dict"]) if weights == "raw" else ckpt["state_dict"])
+    module.checkpoint_step = ckpt.get("global_step")
+    return module.to(device).eval()
+
+
+class Tracer:
+    """Sampler callback collecting per-step statistics of x_t and ε̃ (mean, std, min, max)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, step: int, t: int, x: Tensor, eps: Tensor) -> None:
+        row: dict[str, Any] = {"step": step, "t": t}
+        for name, v in (("x", x.float()), ("eps", eps.float())):
+            row.update({f"{name}_mean": v.mean().item(), f"{name}_std": v.std().item(),
+                        f"{name}_min": v.min().item(), f"{name}_max": v.max().item()})
+        self.rows.append(row)
+
+    def write(self, path: Path) -> Path:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return path
+
+
+class Sampling:
+    """A loaded model plus the sampling options of one sample.py call."""
+
+    def __init__(self, module: DiffusionModule, cfg: DictConfig) -> None:
+        self.module, self.cfg = module, cfg
+        self.names = list(module.hparams.class_names)
+        self.sampler = instantiate(cfg.sampler)
+        self.guidance = module.hparams.guidance if cfg.guidance is None else float(cfg.guidance)
+        self.tracer = Tracer() if cfg.trace else None
+        self.shape = tuple(module.net.inp.weight.shape[1:2]) + (32, 32)
+
+    def generate(self, labels: Tensor, indices: list[int], callback: Any = None, x_T: Tensor | None = None) -> Tensor:
+        """Images for labels; sample i seeded by (seed, indices[i])."""
+        hooks = [h for h in (callback, self.tracer) if h]
+        hook = (lambda *a: [h(*a) for h in hooks]) if hooks else None
+        return self.module.sample(labels, self.sampler, seed=self.cfg.seed, indices=indices, guidance=self.guidance,
+                                  callback=hook, x_T=x_T, shape=self.shape)
+
+    def classes(self) -> list[int]:
+        """The prompted class, or all classes."""
+        return [parse_prompt(self.cfg.prompt, self.names)] if self.cfg.prompt is not None else list(range(len(self.names)))
+
+
+def mode_grid(s: Sampling, out: Path) -> list[Path]:
+    """Rows = classes, n_per_class columns, labelled with class names."""
+    classes, n = s.classes(), s.cfg.n_per_class
+    labels = torch.tensor(classes).repeat_interleave(n)
+    images = s.generate(labels, [c * n + j for c in classes for j in range(n)])
+    return [save_grid(images, out / "grid.png", n, [s.names[c] for c in classes])]
+
+
+def mode_random(s: Sampling, out: Path) -> list[Path]:
+    """A 4×4 grid of random classes (or of the prompted class)."""
+    classes = torch.tensor(s.classes())
+    labels = classes[torch.randint(len(classes), (16,), generator=torch.Generator().manual_seed(s.cfg.seed))]
+    images = s.generate(labels, list(range(16)))
+    rows = [", ".join(s.names[int(c)] for c in labels[r * 4:(r + 1) * 4]) for r in range(4)]
+    return [save_grid(images, out / "random.png", 4, rows)]
+
+
+def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
+    """One starting noise x_T, every label: what the label alone changes; x_T shown first."""
+    k = len(s.names)
+    x_T = per_sample_randn(sample_generators(s.cfg.seed, [0]), s.shape, s.module.device).repeat(k, 1, 1, 1)
+    images = s.generate(torch.arange(k), [0] * k, x_T=x_T)
+    shown = torch.cat([(x_T[:1] / 3).clamp(-1, 1).cpu(), images.cpu()])
+    return [save_grid(shown, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
+
+
+def mode_progression(s: Sampling, out: Path) -> list[Path]:
+    """Denoising paths x_t every `every` steps, as a PNG strip (rows = samples) and an animated GIF."""
+    n, path = s.cfg.n_progression, []
+    labels = torch.arange(n) % len(s.names)
+    s.generate(labels, list(range(n)), callback=lambda i, t, x, eps: path.append((t, x.float().cpu().clamp(-1, 1))))
+    every = s.cfg.every or max(1, len(path) // 10)
+    kept = path[::every] if (len(path) - 1) % every == 0 else path[::every] + path[-1:]
+    frames = [x for _, x in kept]
+    times = [f"t={t}" for t, _ in kept[:-1]] + ["x0"]
+    strip = torch.stack(frames, dim=1).flatten(0, 1)  # (n·F, C, H, W), row-major per sample
+    png = save_grid(strip, out / "progression.png", len(frames), [s.names[int(c)] for c in labels], times)
+    pics = [grid_image(f, min(n, 5), scale=3) for f in frames]
+    gif = out / "progression.gif"
+    pics[0].save(gif, save_all=True, append_images=pics[1:] + [pics[-1]] * 5, duration=150, loop=0)
+    return [png, gif]
+
+
+def mode_forward(s: Sampling, out: Path) -> list[Path]:
+    """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
+    from diffusion.data import load_split, to_model_range
+
+    images, labels = load_split(os.environ.get("DIFFUSION_DATA", "data"), s.module.hparams.data_name, train=False)
+    classes = s.classes()[: s.cfg.n_progression]
+    x0 = to_model_range(torch.stack([images[(labels == c).nonzero()[0, 0]] for c in classes]))
+    T = s.module.schedule.timesteps
+    ts = torch.linspace(0, T - 1, 10).round().long()
+    noise = per_sample_randn(sample_generators(s.cfg.seed, range(len(classes))), s.shape, torch.device("cpu"))
+    sched = s.module.schedule.cpu()
+    rows = [sched.q_sample(x0[i : i + 1].expand(10, -1, -1, -1), ts, noise[i : i + 1].expand(10, -1, -1, -1))
+            for i in range(len(classes))]
+    return [save_grid(torch.cat(rows), out / "forward.png", 10, [s.names[c] for c in classes],
+                      [f"t={int(t)}" for t in ts])]
+
+
+def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write the npz through a temporary file and rename: never a partial file."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+        np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp.name, path)
+
+
+def mode_bulk(s: Sampling, out: Path) -> list[Path]:
+    """num_samples images to samples.npz (uint8 (N, H, W), labels), optionally PNGs; Ctrl-C keeps what is done."""
+    n, bs, classes = s.cfg.num_samples, s.cfg.batch_size, s.classes()
+    labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
+    npz, png_dir = out / "samples.npz", out / "png"
+    done: list[np.ndarray] = []
+    if s.cfg.png_dir:
+        png_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with tqdm(total=n, desc="sampling", unit="img", file=sys.stderr) as bar:
+            for start in range(0, n, bs):
+                idx = list(range(start, min(n, start + bs)))
+                batch = to_uint8(s.generate(labels[idx], idx)).cpu().numpy()[:, 0]
+                done.append(batch)
+                _save_npz(npz, np.concatenate(done), labels[: start + len(idx)].numpy())
+                for i, img in zip(idx, batch) if s.cfg.png_dir else ():
+                    Image.fromarray(img).save(png_dir / f"{i:05d}_{int(labels[i])}.png")
+                bar.update(len(idx))
+    except KeyboardInterrupt:
+        count = sum(len(b) for b in done)
+        print(f"interrupted: {count} complete images saved in {npz}", file=sys.stderr)
+        raise SystemExit(130) from None
+    return [npz] + ([png_dir] if s.cfg.png_dir else [])
+
+
+def interactive(s: Sampling, out: Path, stdin: Any = sys.stdin) -> None:
+    """Prompt loop: a class word or digit makes and saves an image; `grid` a class grid; `quit` or EOF exits."""
+    hint = f"type a class ({', '.join(s.names)}, or 0-{len(s.names) - 1}), 'grid', or 'quit'"
+    print(hint, flush=True)
+    count = 0
+    for line in stdin:
+        text = line.strip()
+        if text.lower() in ("quit", "exit", "q"):
+            break
+        if not text:
+            continue
+        if text.lower() == "grid":
+            print(mode_grid(s, out)[0], flush=True)
+            continue
+        try:
+            c = parse_prompt(text, s.names)
+        except ValueError as err:
+            print(f"{err}. {hint}", flush=True)
+            continue
+        image = s.generate(torch.tensor([c]), [count])
+        path = out / "interactive" / f"{count:03d}_{_slug(s.names[c])}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid_image(image, 1, scale=4).save(path)
+        print(path, flush=True)
+        count += 1
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+
+
+MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
+              "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
+
+
+def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
+    """One clear line for each invalid option, before any sampling."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
+    if cfg.guidance is not None and (not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0):
+        raise ValueError(f"guidance (ω) must be a number ≥ 0, got {cfg.guidance!r}")
+    T, steps = module.schedule.timesteps, cfg.sampler.get("steps")
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ValueError(f"sampler.steps must be an integer between 1 and the model's timesteps ({T}), got {steps!r}")
+    for key in ("num_samples", "batch_size", "n_per_class", "n_progression"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg.prompt is not None:
+        parse_prompt(cfg.prompt, module.hparams.class_names)
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """The whole of sample.py: pick and load the checkpoint, check options, write the mode's files."""
+    path = cfg.ckpt_path or newest_checkpoint()
+    if not cfg.ckpt_path:
+        print(f"using the newest checkpoint: {path}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    module = load_module(path, cfg.weights, device)
+    check_options(cfg, module)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = Sampling(module, cfg)
+    if cfg.interactive:
+        interactive(s, out)
+        written = []
+    else:
+        written = MODE_FUNCS[cfg.mode](s, out)
+        for p in written:
+            print(p)
+    if s.tracer and s.tracer.rows:
+        print(s.tracer.write(out / "trace.csv"))
+    return written

@@ -1,0 +1,130 @@
+"""train.py end to end, exactly as a user types it (with tiny overrides), resume and bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DATA, ROOT, run_entry
+from diffusion.module import NonFiniteLossError
+from diffusion.train import train
+
+FAST = ["debug=fast", "callbacks.progress=null"]
+
+
+def step_of(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion"])
+def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
+    r = run_entry("train.py", "schedule=cosine", "guidance=0.2", "trainer.max_steps=50", "logger=csv", f"data={data}",
+                  *FAST, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trainable parameters" in r.stdout
+    for f in ["checkpoints/last.ckpt", "params.md", "config.yaml", "samples/final.png", ".hydra/overrides.yaml",
+              "csv/metrics.csv"]:
+        assert (tmp_path / f).is_file(), f
+    assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
+    assert "schedule:" in (tmp_path / "config.yaml").read_text() and "kind: cosine" in (tmp_path / "config.yaml").read_text()
+    assert "**total**" in (tmp_path / "params.md").read_text()
+
+
+def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = run_entry("train.py", *FAST, "trainer.max_steps=30", f"hydra.run.dir={a}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(a / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 30 and ckpt["optimizer_states"] and "current_model_state" in ckpt  # EMA kept
+    r = run_entry("train.py", *FAST, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt", f"hydra.run.dir={b}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert step_of(b / "checkpoints/last.ckpt") == 60
+
+
+def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    args = [sys.executable, str(ROOT / "train.py"), *FAST, "trainer.max_steps=300",
+            "callbacks.last_checkpoint.every_n_train_steps=20", f"hydra.run.dir={run}"]
+    env = dict(os.environ, DIFFUSION_DATA=str(DATA))
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    try:
+        while not (last.is_file() and step_of(last) >= 60):  # wait for a checkpoint well into the epoch
+            assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = step_of(last)  # still loadable: written atomically
+    assert 60 <= killed_at < 300
+    r = run_entry("train.py", *FAST, "trainer.max_steps=300", f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert step_of(resumed / "checkpoints/last.ckpt") == 300
+
+
+def test_wandb_logger_runs_offline_without_prompting(tmp_path):
+    env = {"HOME": str(tmp_path), "WANDB_MODE": ""}
+    env_clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"],
+                       cwd=ROOT, env={**env_clean, **env, "DIFFUSION_DATA": str(DATA)}, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("timesteps=-5", "timesteps must be a positive integer"),
+    ("timesteps=0", "timesteps must be a positive integer"),
+    ("guidance=-1", "guidance (ω) must be a number ≥ 0"),
+    ("p_uncond=1.5", "p_uncond must be in [0, 1]"),
+    ("loss=huber", "loss must be 'mse' or 'l1'"),
+    ("sampler.steps=5000", "sampler.steps must be an integer between 1 and timesteps (1000)"),
+    ("ckpt_path=/no/such.ckpt", "ckpt_path /no/such.ckpt does not exist"),
+])
+def test_invalid_values_fail_with_one_clear_line(override, message, tmp_path):
+    r = run_entry("train.py", override, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("schedule=sigmoid", "Could not find 'schedule/sigmoid'"),
+    ("model=huge", "Could not find 'model/huge'"),
+    ("learning_rate=3", "Could not override 'learning_rate'"),
+])
+def test_unknown_options_fail_with_hydras_message(override, message, tmp_path):
+    r = run_entry("train.py", override, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr
+    if "Could not find" in message:
+        assert "Available options" in r.stderr
+
+
+def test_missing_data_says_make_data(tmp_path):
+    r = run_entry("train.py", f"hydra.run.dir={tmp_path}", env={"DIFFUSION_DATA": str(tmp_path / "empty")})
+    assert r.returncode == 1 and "run `make data`" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(train_cfg, tmp_path, monkeypatch):
+    from diffusion.module import DiffusionModule
+
+    real = DiffusionModule.diffusion_loss
+
+    def poisoned(self, *args, **kwargs):
+        loss = real(self, *args, **kwargs)
+        return loss * float("nan") if self.global_step >= 12 else loss
+
+    monkeypatch.setattr(DiffusionModule, "diffusion_loss", poisoned)
+    cfg = train_cfg("callbacks.last_checkpoint.every_n_train_steps=5")
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 12 \(last finite loss [0-9.]+\)"):
+        train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert not (tmp_path / "checkpoints/interrupted.ckpt").exists()
