@@ -35,10 +35,11 @@ def train_cfg(tmp_path: Path):
     return make
 
 
-def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600):
+def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600,
+              input: str | None = None):
     """Run `python <script> args` as a user would; returns the CompletedProcess (text output)."""
     full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env, text=True,
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env, text=True, input=input,
                           capture_output=True, timeout=timeout)
 
 
@@ -48,3 +49,23 @@ def data_root() -> Path:
     if not (DATA / "MNIST" / "raw").is_dir():
         pytest.fail(f"no data under {DATA}: run `make data` first (make test does)")
     return DATA
+
+
+def _train_tiny(root: Path, data: str) -> Path:
+    """Train a tiny model for a few steps through the real CLI; returns its last.ckpt."""
+    r = run_entry("train.py", "debug=fast", f"data={data}", "trainer.max_steps=10", "timesteps=100",
+                  "callbacks.progress=null", "logger=none", f"hydra.run.dir={root}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return root / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, data_root) -> Path:
+    """A tiny MNIST checkpoint (T=100) produced by train.py in this session."""
+    return _train_tiny(tmp_path_factory.mktemp("tiny_mnist"), "mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_ckpt(tmp_path_factory, data_root) -> Path:
+    """A tiny Fashion-MNIST checkpoint (T=100)."""
+    return _train_tiny(tmp_path_factory.mktemp("tiny_fashion"), "fashion")

@@ -1,0 +1,134 @@
+"""sample.py end to end on a tiny checkpoint trained in the session: every mode, prompts, stdin, bad input."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, ROOT, run_entry
+
+FAST = ["sampler.steps=5"]
+
+
+def sample(ckpt, out, *args, **kw):
+    return run_entry("sample.py", f"ckpt_path={ckpt}", f"out_dir={out}", f"hydra.run.dir={out}", *FAST, *args, **kw)
+
+
+@pytest.mark.parametrize("mode,files,size", [
+    ("grid", ["grid.png"], None), ("random", ["random.png"], None), ("fixed_noise", ["fixed_noise.png"], None),
+    ("progression", ["progression.png", "progression.gif"], None), ("forward", ["forward.png"], None),
+])
+def test_each_mode_writes_its_images(tiny_ckpt, tmp_path, mode, files, size):
+    r = sample(tiny_ckpt, tmp_path, f"mode={mode}", "n_per_class=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in files:
+        assert (tmp_path / f).is_file() and str(tmp_path / f) in r.stdout
+        img = Image.open(tmp_path / f)
+        assert img.width > 64 and img.height > 64
+    if mode == "progression":
+        assert Image.open(tmp_path / "progression.gif").n_frames > 3
+
+
+def test_grid_has_one_row_per_class_and_prompt_selects_one(tiny_ckpt, tmp_path):
+    assert sample(tiny_ckpt, tmp_path / "all", "n_per_class=2").returncode == 0
+    assert sample(tiny_ckpt, tmp_path / "seven", "n_per_class=2", "prompt=seven").returncode == 0
+    full, one = Image.open(tmp_path / "all/grid.png"), Image.open(tmp_path / "seven/grid.png")
+    assert 9 < full.height / one.height < 11
+
+
+@pytest.mark.parametrize("bs", [4, 7])
+def test_bulk_npz_pngs_and_batch_size_invariance(tiny_ckpt, tmp_path, bs):
+    r = sample(tiny_ckpt, tmp_path / "ref", "mode=bulk", "num_samples=14", "batch_size=14", "png_dir=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = sample(tiny_ckpt, tmp_path / "bs", "mode=bulk", "num_samples=14", f"batch_size={bs}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref, other = np.load(tmp_path / "ref/samples.npz"), np.load(tmp_path / "bs/samples.npz")
+    assert ref["images"].shape == (14, 32, 32) and ref["images"].dtype == np.uint8
+    assert np.bincount(ref["labels"]).tolist() == [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]
+    assert len(list((tmp_path / "ref/png").glob("*.png"))) == 14
+    diff = np.abs(ref["images"].astype(int) - other["images"].astype(int))
+    assert diff.max() <= 2, f"image i changed with the batch size (max diff {diff.max()})"
+
+
+def test_bulk_interrupt_keeps_complete_valid_npz(tiny_ckpt, tmp_path):
+    args = [sys.executable, str(ROOT / "sample.py"), f"ckpt_path={tiny_ckpt}", f"out_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path}", "mode=bulk", "num_samples=4000", "batch_size=50", "sampler.steps=20"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    npz, deadline = tmp_path / "samples.npz", time.monotonic() + 120
+    while not npz.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted:" in err
+    data = np.load(npz)
+    assert 50 <= len(data["images"]) < 4000 and len(data["images"]) % 50 == 0
+    assert len(data["labels"]) == len(data["images"])
+
+
+def test_interactive_loop_through_stdin(tiny_ckpt, tmp_path):
+    r = sample(tiny_ckpt, tmp_path, "interactive=true", "n_per_class=1", input="seven\nbanana\n3\ngrid\n\nquit\nnine\n")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert any(l.endswith("000_seven.png") for l in lines) and any(l.endswith("001_three.png") for l in lines)
+    assert any("unknown prompt 'banana'" in l for l in lines)
+    assert (tmp_path / "grid.png").is_file()
+    assert not any("nine" in l for l in lines if l.endswith(".png"))  # quit stopped the loop
+
+
+def test_interactive_ends_on_eof(tiny_ckpt, tmp_path):
+    r = sample(tiny_ckpt, tmp_path, "interactive=true", input="4\n")
+    assert r.returncode == 0 and r.stdout.strip().endswith("000_four.png")
+
+
+def test_fashion_prompts_and_names(tiny_fashion_ckpt, tmp_path):
+    r = sample(tiny_fashion_ckpt, tmp_path, "prompt=sneaker", "mode=bulk", "num_samples=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert set(np.load(tmp_path / "samples.npz")["labels"].tolist()) == {7}
+
+
+def test_trace_and_raw_weights(tiny_ckpt, tmp_path):
+    r = sample(tiny_ckpt, tmp_path, "trace=true", "weights=raw", "n_per_class=1", "sampler=ddim", "sampler.steps=6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (tmp_path / "trace.csv").read_text().splitlines()
+    assert rows[0].startswith("step,t,x_mean,x_std") and len(rows) == 1 + 6
+
+
+def test_default_checkpoint_is_the_newest_under_outputs(tiny_ckpt, tmp_path):
+    run = tmp_path / "outputs" / "some-run" / "checkpoints"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_ckpt, run / "last.ckpt")
+    r = run_entry("sample.py", *FAST, "n_per_class=1", f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'o'}",
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "using the newest checkpoint: outputs/some-run/checkpoints/last.ckpt" in r.stdout
+
+
+def test_no_checkpoint_says_how_to_train_one(tmp_path):
+    r = run_entry("sample.py", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: no checkpoint under outputs/; train one with `make train` (or `python train.py`) or pass ckpt_path=..."]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["prompt=sneaker"], "unknown prompt 'sneaker'; valid prompts: 0/zero"),
+    (["sampler.steps=101"], "sampler.steps must be an integer between 1 and the model's timesteps (100)"),
+    (["mode=video"], "mode must be one of grid, random"),
+    (["guidance=-0.5"], "guidance (ω) must be a number ≥ 0"),
+    (["num_samples=0"], "num_samples must be a positive integer"),
+    (["weights=best"], "weights must be 'ema' or 'raw'"),
+])
+def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", *args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_unknown_sampler_gets_hydras_message(tmp_path):
+    r = run_entry("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 1 and "Could not find 'sampler/euler'" in r.stderr and "dpm_solver" in r.stderr
