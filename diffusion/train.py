@@ -36,6 +36,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"loss must be 'mse' or 'l1', got {cfg.loss!r}")
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
+    if not isinstance(cfg.eval.num_samples, int) or cfg.eval.num_samples < 0:
+        raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -64,6 +66,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
+    if cfg.eval.num_samples:
+        from diffusion.classifier import load_classifier
+
+        load_classifier(cfg.data.root, cfg.data.name)  # fail now, not after training
     module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name)
     run_dir = Path(cfg.run_dir)
     total = write_run_files(cfg, module, run_dir)
@@ -78,8 +84,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["global_step"] = trainer.global_step
+    if cfg.eval.num_samples and trainer.is_global_zero:
+        metrics.update(evaluate_run(cfg, module, trainer, run_dir))
     print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
     return metrics
+
+
+def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
+    """Score eval.num_samples samples (the run's sampler and guidance) -> metrics.json, loggers, printed table."""
+    from diffusion.evaluation import default_inception_weights, evaluate, format_table, generate_for_eval, write_metrics
+
+    sampler = instantiate(cfg.sampler)
+    images, labels = generate_for_eval(module, cfg.eval.num_samples, sampler, cfg.guidance, cfg.seed, cfg.eval.batch_size)
+    root = cfg.data.root
+    m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception,
+                 cfg.eval.inception_weights or default_inception_weights(root), cfg.eval.batch_size)
+    m.update(step=trainer.global_step, guidance=cfg.guidance, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
+             sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
+    print(format_table(m))
+    write_metrics(m, run_dir / "metrics.json")
+    scalars = {f"eval/{k}": v for k, v in m.items() if k in ("fid", "is", "class_accuracy", "fid_inception")}
+    for logger in trainer.loggers:
+        logger.log_metrics(scalars, step=trainer.global_step)
+        logger.save()
+    return scalars
 
 
 def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:

@@ -28,11 +28,12 @@ def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trainable parameters" in r.stdout
     for f in ["checkpoints/last.ckpt", "params.md", "config.yaml", "samples/final.png", ".hydra/overrides.yaml",
-              "csv/metrics.csv"]:
+              "csv/metrics.csv", "metrics.json"]:
         assert (tmp_path / f).is_file(), f
     assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
     assert "schedule:" in (tmp_path / "config.yaml").read_text() and "kind: cosine" in (tmp_path / "config.yaml").read_text()
     assert "**total**" in (tmp_path / "params.md").read_text()
+    assert "eval/class_accuracy" in (tmp_path / "csv/metrics.csv").read_text()  # logged, not only written
 
 
 def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):

@@ -1,0 +1,114 @@
+"""Evaluation on real data (small sizes where it matters): FID, IS, class accuracy, evaluator errors."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import run_entry
+from diffusion.classifier import evaluator_path, load_classifier
+from diffusion.evaluation import InceptionFeatures, evaluate, format_table, real_images
+
+
+@pytest.fixture(scope="module")
+def mnist_test(data_root):
+    return real_images(data_root, "mnist")
+
+
+def test_fid_of_test_set_against_itself_is_zero_and_against_noise_is_large(mnist_test, data_root):
+    images, labels = mnist_test
+    same = evaluate(images, labels, "mnist", data_root)
+    noise = torch.randint(0, 256, images[:2000].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    other = evaluate(noise, labels[:2000], "mnist", data_root)
+    assert abs(same["fid"]) < 0.01
+    assert other["fid"] > 100 * max(same["fid"], 0.01) and other["fid"] > 50
+
+
+def test_real_images_score_high_is_and_accuracy(mnist_test, data_root):
+    images, labels = mnist_test
+    m = evaluate(images, labels, "mnist", data_root)
+    assert m["is"] >= 9.5 and m["class_accuracy"] >= 0.99
+    assert min(m["per_class_accuracy"]) > 0.97 and sum(map(sum, m["confusion"])) == 10000
+    assert "most often mistaken for" in format_table(m)
+
+
+def test_fashion_real_images(data_root):
+    images, labels = real_images(data_root, "fashion")
+    m = evaluate(images[:3000], labels[:3000], "fashion", data_root)
+    assert m["class_accuracy"] >= 0.91 and m["is"] > 5
+
+
+def test_a_model_that_ignores_its_label_scores_near_chance(mnist_test, data_root):
+    images, labels = mnist_test  # perfect images, but requested labels unrelated to what was drawn
+    asked = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    m = evaluate(images, asked, "mnist", data_root)
+    assert 0.07 < m["class_accuracy"] < 0.13
+    assert m["is"] >= 9.5 and abs(m["fid"]) < 0.01  # quality metrics cannot see the label: accuracy can
+
+
+def test_evaluators_meet_their_accuracy_bar(data_root):
+    assert load_classifier(data_root, "mnist")[1]["test_accuracy"] >= 0.99
+    assert load_classifier(data_root, "fashion")[1]["test_accuracy"] >= 0.91
+
+
+def test_missing_mismatched_and_corrupt_evaluators_give_one_clear_error(data_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="make evaluators"):
+        load_classifier(tmp_path, "mnist")
+    evaluator_path(tmp_path, "mnist").parent.mkdir(parents=True)
+    shutil.copy(evaluator_path(data_root, "fashion"), evaluator_path(tmp_path, "mnist"))
+    with pytest.raises(ValueError, match="trained on 'fashion', not 'mnist'"):
+        load_classifier(tmp_path, "mnist")
+    evaluator_path(tmp_path, "mnist").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="unreadable.*make evaluators"):
+        load_classifier(tmp_path, "mnist")
+
+
+def test_reference_statistics_are_cached_per_evaluator(mnist_test, data_root, tmp_path):
+    for sub in ("MNIST", "evaluators"):
+        shutil.copytree(data_root / sub, tmp_path / sub, ignore=shutil.ignore_patterns("fid_ref_*", "inception*"))
+    images, labels = mnist_test
+    first = evaluate(images[:500], labels[:500], "mnist", tmp_path)
+    cache = tmp_path / "evaluators" / "fid_ref_mnist_classifier.pt"
+    assert cache.is_file()
+    stamp = cache.stat().st_mtime_ns
+    assert evaluate(images[:500], labels[:500], "mnist", tmp_path)["fid"] == pytest.approx(first["fid"])
+    assert cache.stat().st_mtime_ns == stamp  # reused, not recomputed
+
+
+def test_inception_wrapper_feeds_3x299_in_the_expected_range(tmp_path):
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x.amin(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3)), torch.full_like(x[:, 0, 0, 0], x.shape[1]),
+                                torch.full_like(x[:, 0, 0, 0], x.shape[2])], 1).repeat(1, 512)
+
+    path = tmp_path / "probe.pt"
+    torch.jit.script(Probe()).save(str(path))
+    images = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    images[1] = 255
+    out = InceptionFeatures(path)(images)
+    assert out.shape == (2, 2048)
+    assert out[0, :4].tolist() == pytest.approx([-1.0, -1.0, 3.0, 299.0], abs=1e-5)
+    assert out[1, :4].tolist() == pytest.approx([0.9921875, 0.9921875, 3.0, 299.0], abs=1e-5)
+
+
+def test_sample_py_bulk_evaluate_writes_metrics(tiny_ckpt, tmp_path):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
+                  "mode=bulk", "num_samples=30", "evaluate=true", "sampler.steps=4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["num_samples"] == 30 and {"fid", "is", "class_accuracy", "per_class_accuracy", "confusion"} <= set(m)
+    assert "class accuracy" in r.stdout
+
+
+def test_evaluate_needs_bulk_mode(tiny_ckpt, tmp_path):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "evaluate=true")
+    assert r.returncode == 1 and r.stderr.strip() == "error: evaluate=true needs mode=bulk (it scores the bulk samples)"
+
+
+def test_missing_evaluator_fails_before_training(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(__import__("conftest").DATA / "MNIST", data / "MNIST")
+    r = run_entry("train.py", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}", env={"DIFFUSION_DATA": str(data)})
+    assert r.returncode == 1 and "make evaluators" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
