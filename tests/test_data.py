@@ -89,7 +89,7 @@ def test_mnist_pickle_conversion_and_labels():
     rng = np.random.default_rng(0)
     split = lambda n: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n))  # noqa: E731
     tr, va, te = split(5), split(3), split(2)
-    files = mnist_from_pickle(gzip.compress(pickle.dumps((tr, va, te), protocol=2)))
+    files = mnist_from_pickle(gzip.compress(pickle.dumps((tr, va, te), protocol=4)))
     assert set(files) == set(FILES)
     images = read_idx(files["train-images-idx3-ubyte"])
     assert images.shape == (8, 28, 28)
