@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install data evaluators inception train test bench clean
+.PHONY: help install data evaluators inception browser train test demo bench bench-sample clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,sweep]'
+	$(BIN)/pip install -q -e '.[test,sweep,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its test extras
@@ -36,11 +36,22 @@ inception: $(STAMP)  ## fetch the offline Inception-v3 TorchScript for standard 
 train: evaluators  ## train the default model on MNIST (~15 min on 2 CPU cores) and write a sample grid
 	$(BIN)/python train.py
 
-test: evaluators  ## run the whole test suite
+browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere that test is skipped with the reason)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "no Chromium could be installed: the demo's browser test will be skipped"
+
+test: evaluators browser  ## run the whole test suite
 	$(BIN)/python -m pytest -q tests
+
+demo: $(STAMP)  ## web demo of the newest checkpoint on http://127.0.0.1:7860 (Ctrl-C to stop)
+	$(BIN)/python -m diffusion.demo
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop
 	$(BIN)/python -m benchmarks.train_speed
+
+bench-sample: $(STAMP)  ## sampling images/s per sampler, with and without guidance (newest checkpoint)
+	$(BIN)/python -m benchmarks.sample_speed
 
 clean:  ## remove run outputs (keeps .venv and data)
 	rm -rf outputs multirun .pytest_cache

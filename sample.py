@@ -11,7 +11,7 @@ from diffusion.sample import run
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    run_cli(run, cfg)
+    run_cli(run, cfg, cfg.out_dir)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,17 @@
-"""Shared entry-point plumbing: expected failures end in one clear line, never a traceback wall."""
+"""Shared entry-point plumbing: expected failures end in one clear line, never a traceback wall.
+
+In a Hydra multirun every job records `status.json` (ok, or failed with the error) in its directory and a
+failed job returns NaN instead of raising, so one bad run never costs the sweep the others' results.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -16,12 +24,39 @@ from diffusion.module import NonFiniteLossError
 EXPECTED = (ValueError, FileNotFoundError, DataError, DataMissingError, NonFiniteLossError, FloatingPointError)
 
 
-def run_cli(fn: Callable[..., Any], *args: Any) -> Any:
-    """Call fn; on an expected error print `error: <message>` and exit 1 (in a multirun, re-raise for the sweep)."""
+def in_multirun() -> bool:
+    """True inside a job launched by `-m`/`--multirun`."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
+    """status.json for the sweep report: {"status": "ok" | "failed", "error": ..., "overrides": [...]}."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "status.json").write_text(json.dumps({"status": status, "error": error, "overrides": overrides}))
+
+
+def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
+    """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on."""
     try:
-        return fn(*args)
+        result = fn(cfg)
     except EXPECTED as err:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
+        if in_multirun():
+            return _record_failure(run_dir, err)
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception as err:  # noqa: BLE001 - a crash in one sweep job must not lose the other jobs
+        if in_multirun():
+            traceback.print_exc()
+            return _record_failure(run_dir, err)
+        raise
+    if in_multirun():
+        write_status(run_dir, "ok")
+    return result
+
+
+def _record_failure(run_dir: str | Path, err: BaseException) -> float:
+    message = f"{type(err).__name__}: {err}".splitlines()[0]
+    print(f"error: job failed ({message}); recorded in {Path(run_dir) / 'status.json'}", file=sys.stderr)
+    write_status(run_dir, "failed", message)
+    return math.nan

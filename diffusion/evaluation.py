@@ -84,14 +84,19 @@ def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str, real
 
 
 def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None = None, inception: bool = False,
-             inception_weights: str | None = None, batch_size: int = 500) -> dict[str, Any]:
-    """FID/IS/accuracy of uint8 images (N, 1, 32, 32) generated for `labels`, against the test set of `data`."""
+             inception_weights: str | None = None, batch_size: int = 500, rank: int = 0) -> dict[str, Any]:
+    """FID/IS/accuracy of uint8 images (N, 1, 32, 32) generated for `labels`, against the test set of `data`.
+
+    Under torch.distributed every rank passes its share; torchmetrics sums the statistics across ranks, so
+    only rank 0 holds the reference (real-image) statistics.
+    """
     root = Path(root or os.environ.get("DIFFUSION_DATA", "data"))
     net, meta = load_classifier(root, data)
     source = file_digest(evaluator_path(root, data))
     real, _ = real_images(root, data)
     fid = FrechetInceptionDistance(feature=ClassifierFeatures(net), reset_real_features=False)
-    with_reference(fid, root / "evaluators" / f"fid_ref_{data}_classifier.pt", source, real, batch_size)
+    if rank == 0:
+        with_reference(fid, root / "evaluators" / f"fid_ref_{data}_classifier.pt", source, real, batch_size)
     score = InceptionScore(feature=ClassifierFeatures(net, logits=True), splits=10)
     acc, per_class = MulticlassAccuracy(10, average="micro"), MulticlassAccuracy(10, average=None)
     confusion = MulticlassConfusionMatrix(10)
@@ -102,14 +107,15 @@ def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None 
         for m in (acc, per_class, confusion):
             m.update(pred, y)
     is_mean, is_std = score.compute()
-    out = {"data": data, "num_samples": len(images), "fid": fid.compute().item(), "is": is_mean.item(),
+    out = {"data": data, "num_samples": int(confusion.compute().sum().item()), "fid": fid.compute().item(), "is": is_mean.item(),
            "is_std": is_std.item(), "class_accuracy": acc.compute().item(),
            "per_class_accuracy": per_class.compute().tolist(), "confusion": confusion.compute().tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
         ifid = inception_fid(inception_weights)
-        with_reference(ifid, root / "evaluators" / f"fid_ref_{data}_inception.pt",
-                       inception_weights and file_digest(Path(inception_weights)) or "torchmetrics", real, 50)
+        if rank == 0:
+            key = file_digest(Path(inception_weights)) if inception_weights else "torchmetrics"
+            with_reference(ifid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key, real, 50)
         for x in images.split(50):
             ifid.update(x, real=False)
         out["fid_inception"] = ifid.compute().item()
@@ -121,17 +127,20 @@ def balanced_labels(n: int, classes: list[int]) -> Tensor:
     return torch.tensor([classes[i % len(classes)] for i in range(n)])
 
 
-def generate_for_eval(module: Any, n: int, sampler: Any, guidance: float, seed: int = 0,
-                      batch_size: int = 500) -> tuple[Tensor, Tensor]:
-    """n class-balanced samples as uint8 (n, 1, 32, 32) with their labels, with a progress bar."""
+def generate_for_eval(module: Any, n: int, sampler: Any, guidance: float, seed: int = 0, batch_size: int = 500,
+                      rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor]:
+    """This rank's share (images i ≡ rank mod world) of n class-balanced samples: uint8 (m, 1, 32, 32), labels."""
     from tqdm import tqdm
 
     from diffusion.images import to_uint8
 
-    labels, out = balanced_labels(n, list(range(len(module.hparams.class_names)))), []
-    for start in tqdm(range(0, n, batch_size), desc="eval samples", unit="batch", leave=False):
-        idx = list(range(start, min(n, start + batch_size)))
-        out.append(to_uint8(module.sample(labels[idx], sampler, seed=seed, indices=idx, guidance=guidance)).cpu())
+    mine = list(range(rank, n, world))
+    labels, out = balanced_labels(n, list(range(len(module.hparams.class_names))))[mine], []
+    for start in tqdm(range(0, len(mine), batch_size), desc=f"eval samples (ω={guidance})", unit="batch",
+                      leave=False, disable=rank > 0):
+        idx = mine[start : start + batch_size]
+        out.append(to_uint8(module.sample(labels[start : start + len(idx)], sampler, seed=seed, indices=idx,
+                                          guidance=guidance)).cpu())
     return torch.cat(out), labels
 
 

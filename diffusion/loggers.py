@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
@@ -24,8 +25,24 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
 
 
+def sweep_identity() -> dict[str, Any]:
+    """In a Hydra multirun: group = the sweep directory, name = the job's overrides, tags = each override."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from diffusion.cli import in_multirun
+
+    if not in_multirun():
+        return {}
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "logger"))]
+    return {"group": Path(hc.sweep.dir).name, "name": ",".join(overrides) or hc.job.name, "tags": overrides}
+
+
 def wandb_logger(**kwargs: Any) -> WandbLogger:
     """WandbLogger in `wandb_mode()`; offline runs are synced later with `wandb sync <dir>`."""
+    for key, value in sweep_identity().items():
+        if not kwargs.get(key):  # explicit settings win
+            kwargs[key] = value
     mode = wandb_mode()
     os.environ["WANDB_MODE"] = mode  # also governs runs started by child processes (DDP ranks)
     os.makedirs(kwargs.get("save_dir", "."), exist_ok=True)

@@ -123,8 +123,8 @@ class DiffusionModule(L.LightningModule):
         """Images in [-1, 1] for `labels`; sample i uses its own generator from (seed, indices[i])."""
         sampler = sampler or instantiate(self.hparams.sampler)
         guidance = self.hparams.guidance if guidance is None else guidance
-        if guidance > 0 and self.null_label < 0:
-            raise ValueError("guidance > 0 needs a model trained with p_uncond > 0 (it has no null class)")
+        if guidance != 0 and self.null_label < 0:
+            raise ValueError("guidance ≠ 0 needs a model trained with p_uncond > 0 (it has no null class)")
         indices = range(len(labels)) if indices is None else indices
         was_training = self.training
         self.eval()

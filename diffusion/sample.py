@@ -219,7 +219,7 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
 
 
-def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path) -> dict[str, Any]:
+def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Score samples.npz against the test set; prints the table and writes metrics.json."""
     from diffusion.evaluation import default_inception_weights, evaluate, format_table, write_metrics
 
@@ -228,6 +228,7 @@ def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path) -> dict[
     metrics = evaluate(torch.from_numpy(saved["images"]).unsqueeze(1), torch.from_numpy(saved["labels"]), data, root,
                        eval_cfg.inception, eval_cfg.inception_weights or default_inception_weights(root),
                        eval_cfg.batch_size)
+    metrics.update(extra)
     print(format_table(metrics))
     print(write_metrics(metrics, out / "metrics.json"))
     return metrics
@@ -237,8 +238,8 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     """One clear line for each invalid option, before any sampling."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
-    if cfg.guidance is not None and (not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0):
-        raise ValueError(f"guidance (ω) must be a number ≥ 0, got {cfg.guidance!r}")
+    if cfg.guidance is not None and (not isinstance(cfg.guidance, (int, float)) or cfg.guidance < -1):
+        raise ValueError(f"guidance (ω) must be a number ≥ -1 (-1: unconditional), got {cfg.guidance!r}")
     T, steps = module.schedule.timesteps, cfg.sampler.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ValueError(f"sampler.steps must be an integer between 1 and the model's timesteps ({T}), got {steps!r}")
@@ -274,7 +275,10 @@ def run(cfg: DictConfig) -> list[Path]:
         for p in written:
             print(p)
     if cfg.evaluate:
-        evaluate_npz(out / "samples.npz", module.hparams.data_name, cfg.eval, out)
+        extra = dict(step=module.checkpoint_step, guidance=s.guidance, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
+                     sampler_steps=cfg.sampler.get("steps"), schedule=module.schedule.kind,
+                     timesteps=module.schedule.timesteps, checkpoint=str(path))
+        evaluate_npz(out / "samples.npz", module.hparams.data_name, cfg.eval, out, extra)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written

@@ -2,7 +2,8 @@
 
 `model(x, t, y)` predicts ε. Classifier-free guidance uses ω ("guidance") in
 ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) (Ho & Salimans 2022, eq. 6); ω=0 is plain conditional
-sampling, and the other common form ε_u + w·(ε_c − ε_u) is the same with w = 1+ω.
+sampling, and the other common form ε_u + w·(ε_c − ε_u) is the same with w = 1+ω (so ω=−1,
+w=0, is unconditional sampling).
 Every sample draws its noise from its own generator, so image i depends only on its seed.
 """
 
@@ -31,9 +32,11 @@ def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int]
 
 
 def guided_eps(model: Denoiser, x: Tensor, t: Tensor, labels: Tensor, guidance: float, null_label: int) -> Tensor:
-    """ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) in one forward pass on a doubled batch; ω=0 skips ∅."""
+    """ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) in one forward pass on a doubled batch; ω=0 skips ∅, ω=−1 is ε(x,t,∅)."""
     if guidance == 0:
         return model(x, t, labels).float()
+    if guidance == -1:  # unconditional sampling
+        return model(x, t, torch.full_like(labels, null_label)).float()
     eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, null_label)])).float()
     cond, uncond = eps.chunk(2)
     return (1 + guidance) * cond - guidance * uncond

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -38,6 +39,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
     if not isinstance(cfg.eval.num_samples, int) or cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
+    for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
+        if not isinstance(w, (int, float)) or w < -1:
+            raise ConfigError(f"eval.guidance values must be numbers ≥ -1 (-1: unconditional), got {w!r}")
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -79,31 +83,54 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    metrics["global_step"] = trainer.global_step
-    if cfg.eval.num_samples and trainer.is_global_zero:
-        metrics.update(evaluate_run(cfg, module, trainer, run_dir))
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics["global_step"] = trainer.global_step
+        if cfg.eval.num_samples:
+            metrics.update(evaluate_run(cfg, module, trainer, run_dir))
+    finally:
+        finish_wandb(loggers)
     print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
     return metrics
 
 
+def finish_wandb(loggers: list) -> None:
+    """Close W&B runs: the next job of a multirun (same process) must start its own run, not reuse this one."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
 def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """Score eval.num_samples samples (the run's sampler and guidance) -> metrics.json, loggers, printed table."""
+    """Score eval.num_samples samples per evaluated ω -> metrics.json, loggers and a printed table.
+
+    Every rank samples its share (image i on rank i mod world); torchmetrics gathers the statistics.
+    """
     from diffusion.evaluation import default_inception_weights, evaluate, format_table, generate_for_eval, write_metrics
 
-    sampler = instantiate(cfg.sampler)
-    images, labels = generate_for_eval(module, cfg.eval.num_samples, sampler, cfg.guidance, cfg.seed, cfg.eval.batch_size)
-    root = cfg.data.root
-    m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception,
-                 cfg.eval.inception_weights or default_inception_weights(root), cfg.eval.batch_size)
-    m.update(step=trainer.global_step, guidance=cfg.guidance, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
-             sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
-    print(format_table(m))
-    write_metrics(m, run_dir / "metrics.json")
-    scalars = {f"eval/{k}": v for k, v in m.items() if k in ("fid", "is", "class_accuracy", "fid_inception")}
+    sampler, root = instantiate(cfg.sampler), cfg.data.root
+    guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
+    weights = cfg.eval.inception_weights or default_inception_weights(root)
+    scalars: dict[str, Any] = {}
+    for w in guidances:
+        images, labels = generate_for_eval(module, cfg.eval.num_samples, sampler, w, cfg.seed, cfg.eval.batch_size,
+                                           rank=trainer.global_rank, world=trainer.world_size)
+        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, weights, cfg.eval.batch_size,
+                     rank=trainer.global_rank)
+        m.update(step=trainer.global_step, guidance=w, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
+                 sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
+        if not trainer.is_global_zero:
+            continue
+        out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"ω = {w}: " + format_table(m))
+        write_metrics(m, out / "metrics.json")
+        suffix = "" if cfg.eval.guidance is None else f"@guidance={w}"
+        scalars.update({f"eval/{k}{suffix}": v for k, v in m.items() if k in ("fid", "is", "class_accuracy", "fid_inception")})
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()

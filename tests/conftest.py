@@ -18,10 +18,10 @@ CONF = str(ROOT / "conf")
 DATA = Path(os.environ.get("DIFFUSION_DATA", ROOT / "data"))
 
 
-def compose_cfg(name: str, overrides: list[str]) -> DictConfig:
+def compose_cfg(name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
     """Compose a primary config the way the entry point does (without running Hydra's job)."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(name, overrides=overrides)
+        return compose(name, overrides=overrides, return_hydra_config=hydra)
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def test_no_checkpoint_says_how_to_train_one(tmp_path):
     (["prompt=sneaker"], "unknown prompt 'sneaker'; valid prompts: 0/zero"),
     (["sampler.steps=101"], "sampler.steps must be an integer between 1 and the model's timesteps (100)"),
     (["mode=video"], "mode must be one of grid, random"),
-    (["guidance=-0.5"], "guidance (ω) must be a number ≥ 0"),
+    (["guidance=-1.5"], "guidance (ω) must be a number ≥ -1 (-1: unconditional)"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
 ])

@@ -1,0 +1,118 @@
+"""`python -m diffusion.report <multirun dir>`: one table from every run's metrics.json and status.json.
+
+Writes report.md, report.csv and, when several ω were evaluated, guidance.png (FID and IS against ω)
+into the directory (or --out), and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ["run", "iterations", "T", "schedule", "ω", "FID", "IS", "class acc.", "samples", "sampler", "status"]
+
+
+def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
+    return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
+            "ω": m.get("guidance"), "FID": m.get("fid"), "IS": m.get("is"), "class acc.": m.get("class_accuracy"),
+            "samples": m.get("num_samples"), "sampler": f"{m.get('sampler')} {m.get('sampler_steps') or ''}".strip(),
+            "status": "ok"}
+
+
+def job_dir(path: Path, root: Path) -> Path:
+    """The job directory a metrics file belongs to (eval/guidance=… folders belong to their training run)."""
+    rel = path.parent.relative_to(root)
+    return rel.parents[1] if len(rel.parts) >= 2 and rel.parts[-2] == "eval" else rel
+
+
+def collect(root: str | Path) -> list[dict[str, Any]]:
+    """Rows for every metrics.json under root, plus one row per job whose status.json says it failed."""
+    root = Path(root)
+    rows = [_row(str(job_dir(p, root)), json.loads(p.read_text())) for p in sorted(root.glob("**/metrics.json"))]
+    for p in sorted(root.glob("**/status.json")):
+        status = json.loads(p.read_text())
+        if status.get("status") != "ok":
+            rows.append({"run": str(p.parent.relative_to(root)), "status": f"failed: {status.get('error')}"})
+    return sorted(rows, key=lambda r: (r["run"], r.get("ω") if r.get("ω") is not None else -99))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows({c: r.get(c) for c in COLUMNS} for r in rows)
+
+
+def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """FID and IS against ω, one line per run; None when no run has more than one ω."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("FID") is not None and r.get("ω") is not None:
+            runs.setdefault(r["run"], []).append(r)
+    if not any(len(v) > 1 for v in runs.values()) and len(runs) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for run, rs in runs.items():
+        rs = sorted(rs, key=lambda r: r["ω"])
+        for ax, key in zip(axes, ("FID", "IS")):
+            ax.plot([r["ω"] for r in rs], [r[key] for r in rs], "o-", label=run)
+    for ax, key in zip(axes, ("FID (lower is better)", "IS (higher is better)")):
+        ax.set_xlabel("guidance ω (ω = −1: unconditional)")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", help="a multirun (or run) directory")
+    parser.add_argument("--out", help="where to write report.md/.csv/guidance.png (default: root)")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 1
+    rows = collect(root)
+    if not rows:
+        print(f"error: no metrics.json or status.json under {root}", file=sys.stderr)
+        return 1
+    out = Path(args.out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    table = to_markdown(rows)
+    (out / "report.md").write_text(table)
+    write_csv(rows, out / "report.csv")
+    plot = plot_guidance(rows, out / "guidance.png")
+    print(table)
+    print(f"wrote {out / 'report.md'}, {out / 'report.csv'}" + (f", {plot}" if plot else ""))
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows) - failed} ok, {failed} failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

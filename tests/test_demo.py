@@ -1,0 +1,98 @@
+"""The web demo driven in a real headless Chromium (Debian's package), through Playwright's Python API."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import DATA, ROOT
+
+pytest.importorskip("gradio", reason="demo extra not installed (pip install '.[demo]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install '.[demo]')")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    pytest.skip("no Chromium on this machine (`apt-get install chromium`; make test does this as root)",
+                allow_module_level=True)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_ckpt, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("demo") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={tiny_ckpt}", f"port={port}",
+                             f"hydra.run.dir={tmp_path_factory.mktemp('demo_run')}"], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "DIFFUSION_DATA": str(DATA),
+                                                           "GRADIO_ANALYTICS_ENABLED": "False"})
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, open(log.name).read()[-3000:]
+            assert time.monotonic() < deadline, "demo did not start in 120 s"
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app_url)
+        page.wait_for_selector("#generate", timeout=60_000)
+        yield page
+        browser.close()
+
+
+STATUS = "#status [data-testid='markdown']"
+DONE = """([sel, old]) => { const e = document.querySelector(sel);
+    const busy = document.querySelector("#status [data-testid='status-tracker']:not(.hide)");
+    return e && !busy && e.innerText.trim() && e.innerText !== old; }"""
+
+
+def request(page, prompt: str, steps: int = 5, n: int = 2) -> str:
+    """Fill the form, press Generate, return the status message once the request has finished."""
+    before = page.inner_text(STATUS) if page.query_selector(STATUS) else ""
+    page.fill("#prompt textarea", prompt)
+    page.fill("#steps input", str(steps))
+    page.fill("#n input", str(n))
+    page.click("#generate")
+    page.wait_for_function(DONE, arg=[STATUS, before], timeout=60_000)
+    return page.inner_text(STATUS)
+
+
+def test_page_names_the_checkpoint(page, tiny_ckpt):
+    assert "Loaded" in page.inner_text("#ckpt-info") and "mnist" in page.inner_text("#ckpt-info")
+
+
+def test_requesting_a_class_returns_images_of_the_right_size(page):
+    status = request(page, "seven", n=3)
+    assert "Generated 3 × seven" in status
+    page.wait_for_selector("#gallery img", timeout=30_000)
+    sizes = page.eval_on_selector_all("#gallery img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    assert sizes and all(s == [128, 128] for s in sizes)
+    page.wait_for_selector("#progression img", timeout=30_000)
+
+
+def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
+    assert "unknown prompt 'banana'" in request(page, "banana")
+    assert "steps must be between 1 and this model's T = 100" in request(page, "3", steps=5000)
+    assert "number of images must be between 1 and 16" in request(page, "3", n=500)
+    assert "Generated 1 × three" in request(page, "three", n=1)

@@ -1,0 +1,95 @@
+"""Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, compose_cfg, run_entry
+from diffusion.report import collect
+
+TINY = ["debug=ablation", "trainer.max_steps=20", "eval.num_samples=40", "callbacks.progress=null", "logger=csv"]
+
+
+def run_report(root):
+    return subprocess.run([sys.executable, "-m", "diffusion.report", str(root)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_schedule_ablation_2x2_multirun_and_report(tmp_path):
+    r = run_entry("train.py", "-m", "experiment=ablation_schedule", *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = collect(tmp_path)
+    assert len(rows) == 4 and all(row["status"] == "ok" and row["FID"] is not None for row in rows)
+    assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
+                                                             ("cosine", 4000)}
+    assert {row["ω"] for row in rows} == {0.2} and {row["iterations"] for row in rows} == {20}
+    rep = run_report(tmp_path)
+    assert rep.returncode == 0 and "4 ok, 0 failed" in rep.stdout
+    assert (tmp_path / "report.md").read_text().count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()
+
+
+def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tmp_path):
+    r = run_entry("train.py", "experiment=ablation_guidance", *TINY, "eval.guidance=[-1,0,0.5]",
+                  f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list(tmp_path.glob("**/checkpoints/last.ckpt"))) == 1  # trained once
+    rows = collect(tmp_path)
+    assert [row["ω"] for row in rows] == [-1, 0, 0.5] and len({row["iterations"] for row in rows}) == 1
+    rep = run_report(tmp_path)
+    assert rep.returncode == 0 and (tmp_path / "guidance.png").is_file()
+
+
+def test_guidance_sweep_over_an_existing_checkpoint_with_sample_py(tiny_ckpt, tmp_path):
+    r = run_entry("sample.py", "-m", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=30", "evaluate=true",
+                  "sampler.steps=4", "guidance=-1,0,2", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = collect(tmp_path)
+    assert sorted(row["ω"] for row in rows) == [-1, 0, 2] and all(row["status"] == "ok" for row in rows)
+
+
+def test_a_failing_run_is_reported_and_the_others_keep_their_results(tmp_path):
+    r = run_entry("train.py", "-m", *TINY, "timesteps=100,-5,200", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]  # the sweep finishes
+    assert "job failed" in r.stderr
+    rows = collect(tmp_path)
+    ok = [row for row in rows if row["status"] == "ok"]
+    failed = [row for row in rows if row["status"] != "ok"]
+    assert sorted(row["T"] for row in ok) == [100, 200]
+    assert len(failed) == 1 and "timesteps must be a positive integer" in failed[0]["status"]
+    rep = run_report(tmp_path)
+    assert "2 ok, 1 failed" in rep.stdout and "failed: ConfigError" in (tmp_path / "report.md").read_text()
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    r = run_entry("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
+                  "eval.num_samples=0", "timesteps=100,200", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")]
+    assert statuses == ["ok", "ok"]
+    assert "Joblib.Parallel" in r.stdout + r.stderr
+
+
+def test_submitit_launcher_config_composes():
+    cfg = compose_cfg("train", ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                                "hydra.launcher.gpus_per_node=4", "trainer=ddp", "trainer.devices=4"], hydra=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 4
+
+
+def test_wandb_runs_in_a_multirun_share_a_group_named_after_the_sweep(tmp_path):
+    r = run_entry("train.py", "-m", *TINY, "eval.num_samples=0", "logger=wandb", "timesteps=100,200",
+                  f"hydra.sweep.dir={tmp_path / 'sweep-xyz'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    configs = list((tmp_path / "sweep-xyz").glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(configs) == 2
+    for c in configs:
+        blob = c.read_bytes()
+        assert b"sweep-xyz" in blob and b"timesteps=" in blob  # group and run name/tags from the overrides
+
+
+def test_ddp_with_two_gloo_processes_trains_and_evaluates(tmp_path):
+    r = run_entry("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY,
+                  "eval.num_samples=30", f"hydra.run.dir={tmp_path}", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["num_samples"] == 30  # 15 per rank, gathered by torchmetrics
+    assert m["step"] == 20
