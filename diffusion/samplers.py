@@ -72,10 +72,17 @@ def log_snr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     return torch.unique_consecutive(idx).tolist()
 
 
-def _check_finite(x: Tensor, step: int, t: int) -> None:
-    """Stop with a clear error when sampling diverges."""
+def _finish_step(x: Tensor, step: int, t: int, eps: Tensor, callback: StepCallback | None) -> None:
+    """Stop with a clear error when sampling diverges; then report the step to the callback."""
     if not torch.isfinite(x).all():
-        raise FloatingPointError(f"sampling produced non-finite values at step {step} (t={t}); try clip_x0=static")
+        raise FloatingPointError(f"sampling produced non-finite values at step {step} (t={t}); try sampler.clip=static")
+    if callback:
+        callback(step, t, x, eps)
+
+
+def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int, x: Tensor) -> tuple[Tensor, Tensor]:
+    """ᾱ at the current visited step and at the next one (1 after the last: x_0 is noise-free)."""
+    return schedule.alpha_bar[ts[i]], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
 
 
 def _denoise(model, schedule, x, t, labels, guidance, clip, null_label):
@@ -93,15 +100,15 @@ def _denoise(model, schedule, x, t, labels, guidance, clip, null_label):
 @torch.no_grad()
 def ddpm_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] = (1, 32, 32), steps: int | None = None, guidance: float = 0.0, clip: str = "none", sigma: str = "posterior",
-    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+    shape: Sequence[int] = (1, 32, 32), steps: int | None = None, guidance: float = 0.0, clip: str = "none",
+    sigma: str = "posterior", null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
     """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t ('posterior') or β_t ('beta')."""
     ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
     x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
     for i, t in enumerate(ts):
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
-        ab, ab_prev = schedule.alpha_bar[t], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
+        ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         beta = 1 - ab / ab_prev  # β of the respaced chain; equals β_t when steps = T
         # 1. Posterior mean μ̃ = c0·x̂_0 + ct·x_t (Ho et al. 2020, eq. 7)
         mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)) * x
@@ -109,9 +116,7 @@ def ddpm_sample(
         var = beta * (1 - ab_prev) / (1 - ab) if sigma == "posterior" else beta
         noise = per_sample_randn(generators, x.shape[1:], x.device) if i + 1 < len(ts) else torch.zeros_like(x)
         x = mean + var.sqrt() * noise
-        _check_finite(x, i, t)
-        if callback:
-            callback(i, t, x, eps)
+        _finish_step(x, i, t, eps, callback)
     return x
 
 
@@ -126,15 +131,13 @@ def ddim_sample(
     x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
     for i, t in enumerate(ts):
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
-        ab, ab_prev = schedule.alpha_bar[t], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
+        ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         # σ_t(η) (Song et al. 2021, eq. 16)
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(ts):
             x = x + sigma * per_sample_randn(generators, x.shape[1:], x.device)
-        _check_finite(x, i, t)
-        if callback:
-            callback(i, t, x, eps)
+        _finish_step(x, i, t, eps, callback)
     return x
 
 
@@ -165,9 +168,7 @@ def dpm_solver_sample(
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
             x = ((sigma(s) / sigma(t)) * x - alpha(s) * torch.expm1(-h) * d).float()
             x0_prev, h_prev = x0, h
-        _check_finite(x, i, t)
-        if callback:
-            callback(i, t, x, eps)
+        _finish_step(x, i, t, eps, callback)
     return x
 
 
