@@ -26,7 +26,8 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
 def job_dir(path: Path, root: Path) -> Path:
     """The job directory a metrics file belongs to (eval/guidance=… folders belong to their training run)."""
     rel = path.parent.relative_to(root)
-    return rel.parents[1] if len(rel.parts) >= 2 and rel.parts[-2] == "eval" else rel
+    rel = rel.parents[1] if len(rel.parts) >= 2 and rel.parts[-2] == "eval" else rel
+    return Path(root.resolve().name) if rel == Path(".") else rel
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:

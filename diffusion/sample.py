@@ -21,7 +21,7 @@ from diffusion.evaluation import balanced_labels
 from diffusion.images import grid_image, save_grid, to_uint8
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
-from diffusion.samplers import per_sample_randn, sample_generators
+from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
 MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
 
@@ -275,7 +275,7 @@ def run(cfg: DictConfig) -> list[Path]:
         for p in written:
             print(p)
     if cfg.evaluate:
-        extra = dict(step=module.checkpoint_step, guidance=s.guidance, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
+        extra = dict(step=module.checkpoint_step, guidance=s.guidance, sampler=sampler_name(cfg.sampler._target_),
                      sampler_steps=cfg.sampler.get("steps"), schedule=module.schedule.kind,
                      timesteps=module.schedule.timesteps, checkpoint=str(path))
         evaluate_npz(out / "samples.npz", module.hparams.data_name, cfg.eval, out, extra)

@@ -173,3 +173,8 @@ def dpm_solver_sample(
 
 
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm_solver": dpm_solver_sample}
+
+
+def sampler_name(target: str) -> str:
+    """A sampler config's `_target_` as its short name: 'diffusion.samplers.ddim_sample' -> 'ddim'."""
+    return target.rsplit(".", 1)[-1].removesuffix("_sample")

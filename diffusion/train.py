@@ -111,6 +111,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
     Every rank samples its share (image i on rank i mod world); torchmetrics gathers the statistics.
     """
     from diffusion.evaluation import default_inception_weights, evaluate, format_table, generate_for_eval, write_metrics
+    from diffusion.samplers import sampler_name
 
     sampler, root = instantiate(cfg.sampler), cfg.data.root
     guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
@@ -121,7 +122,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
                                            rank=trainer.global_rank, world=trainer.world_size)
         m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, weights, cfg.eval.batch_size,
                      rank=trainer.global_rank)
-        m.update(step=trainer.global_step, guidance=w, sampler=cfg.sampler._target_.rsplit(".", 1)[-1],
+        m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
                  sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
         if not trainer.is_global_zero:
             continue
