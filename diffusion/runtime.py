@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 
@@ -28,9 +27,3 @@ def register_resolvers() -> None:
     """`${cpu_precision:}` for the trainer configs."""
     if not OmegaConf.has_resolver("cpu_precision"):
         OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
-
-
-def set_threads(num_threads: int | None) -> None:
-    """Use all cores for intra-op parallelism unless told otherwise."""
-    if num_threads:
-        torch.set_num_threads(num_threads)

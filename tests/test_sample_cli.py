@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, ROOT, run_entry
+from conftest import ROOT, run_entry
 
 FAST = ["sampler.steps=5"]
 
