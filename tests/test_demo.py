@@ -85,9 +85,11 @@ def test_page_names_the_checkpoint(page, tiny_ckpt):
 def test_requesting_a_class_returns_images_of_the_right_size(page):
     status = request(page, "seven", n=3)
     assert "Generated 3 × seven" in status
-    page.wait_for_selector("#gallery img", timeout=30_000)
+    page.wait_for_function("n => { const imgs = [...document.querySelectorAll('#gallery img')];"
+                           " return imgs.length >= n && imgs.every(e => e.complete && e.naturalWidth > 0); }",
+                           arg=3, timeout=30_000)  # decoded, not merely inserted
     sizes = page.eval_on_selector_all("#gallery img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
-    assert sizes and all(s == [128, 128] for s in sizes)
+    assert len(sizes) >= 3 and all(s == [128, 128] for s in sizes)
     page.wait_for_selector("#progression img", timeout=30_000)
 
 
