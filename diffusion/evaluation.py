@@ -112,6 +112,7 @@ def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None 
            "per_class_accuracy": per_class.compute().tolist(), "confusion": confusion.compute().tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
+        inception_weights = inception_weights or default_inception_weights(root)  # `make inception`'s file, if any
         ifid = inception_fid(inception_weights)
         if rank == 0:
             key = file_digest(Path(inception_weights)) if inception_weights else "torchmetrics"

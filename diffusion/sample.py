@@ -221,12 +221,12 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
 
 def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Score samples.npz against the test set; prints the table and writes metrics.json."""
-    from diffusion.evaluation import default_inception_weights, evaluate, format_table, write_metrics
+    from diffusion.evaluation import evaluate, format_table, write_metrics
 
     saved = np.load(npz)
     root = os.environ.get("DIFFUSION_DATA", "data")
     metrics = evaluate(torch.from_numpy(saved["images"]).unsqueeze(1), torch.from_numpy(saved["labels"]), data, root,
-                       eval_cfg.inception, eval_cfg.inception_weights or default_inception_weights(root),
+                       eval_cfg.inception, eval_cfg.inception_weights,
                        eval_cfg.batch_size)
     metrics.update(extra)
     print(format_table(metrics))

@@ -110,18 +110,17 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
 
     Every rank samples its share (image i on rank i mod world); torchmetrics gathers the statistics.
     """
-    from diffusion.evaluation import default_inception_weights, evaluate, format_table, generate_for_eval, write_metrics
+    from diffusion.evaluation import evaluate, format_table, generate_for_eval, write_metrics
     from diffusion.samplers import sampler_name
 
     sampler, root = instantiate(cfg.sampler), cfg.data.root
     guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
-    weights = cfg.eval.inception_weights or default_inception_weights(root)
     scalars: dict[str, Any] = {}
     for w in guidances:
         images, labels = generate_for_eval(module, cfg.eval.num_samples, sampler, w, cfg.seed, cfg.eval.batch_size,
                                            rank=trainer.global_rank, world=trainer.world_size)
-        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, weights, cfg.eval.batch_size,
-                     rank=trainer.global_rank)
+        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, cfg.eval.inception_weights,
+                     cfg.eval.batch_size, rank=trainer.global_rank)
         m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
                  sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
         if not trainer.is_global_zero:
