@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +21,60 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
-from diffusion.classifier import DigitClassifier, file_digest, evaluator_path, load_classifier
+from diffusion.classifier import DigitClassifier, evaluator_path, file_digest, load_classifier
 from diffusion.data import CLASS_NAMES, load_split
 
 FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
-class ClassifierFeatures(nn.Module):
-    """uint8 (N, 1, 32, 32) -> the classifier's penultimate features (or its logits)."""
+class Precomputed(nn.Module):
+    """Identity "extractor" for torchmetrics: features are computed once per batch and passed in directly."""
 
-    def __init__(self, net: DigitClassifier, logits: bool = False) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.net, self.logits = net, logits
-        self.num_features = net.head[-1].out_features if logits else net.fc[0].out_features  # torchmetrics reads it
+        self.num_features = num_features  # torchmetrics reads it instead of probing with a dummy image
 
-    @torch.no_grad()
-    def forward(self, images: Tensor) -> Tensor:
-        x = images.float() / 127.5 - 1
-        return (self.net(x) if self.logits else self.net.features(x)).double()
+    def forward(self, features: Tensor) -> Tensor:
+        return features.double()
+
+
+@torch.no_grad()
+def classify(net: DigitClassifier, images: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 (N, 1, 32, 32) -> (128-d penultimate features, logits) in one forward pass."""
+    features = net.features(images.float() / 127.5 - 1)
+    return features, net.head(features)
 
 
 class InceptionFeatures(nn.Module):
-    """uint8 grey (N, 1, H, W) -> Inception-v3 2048-d pool features: repeated to RGB, bilinear to 299 (as pytorch-fid)."""
+    """uint8 grey (N, 1, H, W) -> Inception-v3 2048-d pool features, grey repeated to RGB and resized to 299.
 
-    def __init__(self, torchscript: str | Path) -> None:
+    A local TorchScript file (bilinear resize here, input scaled to [-1, 0.9921875]) or, without one,
+    torchmetrics' FID Inception (downloads its weights once; resizes uint8 input itself, like pytorch-fid).
+    """
+
+    def __init__(self, torchscript: str | Path | None) -> None:
         super().__init__()
-        self.model = torch.jit.load(str(torchscript), map_location="cpu").eval()
-        self.num_features = 2048
+        if torchscript is None:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            self.model, self.local = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]), False
+        else:
+            self.model, self.local = torch.jit.load(str(torchscript), map_location="cpu").eval(), True
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        x = images.float().expand(-1, 3, -1, -1)
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = images.expand(-1, 3, -1, -1)
+        if not self.local:
+            return self.model(x).double()
+        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
         return self.model((x - 128) / 128).double()  # [0, 255] -> [-1, 0.9921875], the file's input range
 
 
-def inception_fid(weights: str | None) -> FrechetInceptionDistance:
-    """Standard FID: a local TorchScript Inception if given, else torchmetrics' own (downloads once, online)."""
-    if weights:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"Inception weights {weights} not found; run `make inception` to fetch them")
-        return FrechetInceptionDistance(feature=InceptionFeatures(weights), reset_real_features=False)
-    return FrechetInceptionDistance(feature=2048, reset_real_features=False)
+def inception_extractor(weights: str | None) -> InceptionFeatures:
+    """The local TorchScript Inception if given (one clear error if missing), else torchmetrics' download."""
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"Inception weights {weights} not found; run `make inception` to fetch them")
+    return InceptionFeatures(weights)
 
 
 def real_images(root: str | Path, data: str) -> tuple[Tensor, Tensor]:
@@ -69,15 +83,24 @@ def real_images(root: str | Path, data: str) -> tuple[Tensor, Tensor]:
     return F.pad(images, (2, 2, 2, 2)).unsqueeze(1), labels
 
 
-def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str, real: Tensor, batch: int) -> None:
-    """Fill the FID's real-image statistics from cache, or compute them from `real` and cache them."""
+def batches(x: Tensor, size: int, desc: str, show: bool = True) -> Iterator[Tensor]:
+    """x in chunks of `size`, with a progress bar when there is more than one chunk."""
+    from tqdm import tqdm
+
+    chunks = x.split(size)
+    return iter(tqdm(chunks, desc=desc, unit="batch", leave=False, disable=not show or len(chunks) < 2))
+
+
+def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
+                   features: Callable[[], Iterator[Tensor]]) -> None:
+    """Fill the FID's real-image statistics from cache, or from `features()` (computed once) and cache them."""
     if cache.is_file():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         if saved.get("source") == source:
             for name in FID_STATES:
                 setattr(fid, name, saved[name])
             return
-    for chunk in real.split(batch):
+    for chunk in features():
         fid.update(chunk, real=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"source": source, **{name: getattr(fid, name) for name in FID_STATES}}, cache)
@@ -88,39 +111,53 @@ def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None 
     """FID/IS/accuracy of uint8 images (N, 1, 32, 32) generated for `labels`, against the test set of `data`.
 
     Under torch.distributed every rank passes its share; torchmetrics sums the statistics across ranks, so
-    only rank 0 holds the reference (real-image) statistics.
+    only rank 0 holds the reference (real-image) statistics. The test set is read only if a cache misses.
     """
     root = Path(root or os.environ.get("DIFFUSION_DATA", "data"))
     net, meta = load_classifier(root, data)
-    source = file_digest(evaluator_path(root, data))
-    real, _ = real_images(root, data)
-    fid = FrechetInceptionDistance(feature=ClassifierFeatures(net), reset_real_features=False)
-    if rank == 0:
-        with_reference(fid, root / "evaluators" / f"fid_ref_{data}_classifier.pt", source, real, batch_size)
-    score = InceptionScore(feature=ClassifierFeatures(net, logits=True), splits=10)
+    fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False)
+    with warnings.catch_warnings():  # its memory warning: 10 logits per image here, a few MB at most
+        warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
+        score = InceptionScore(feature=Precomputed(net.head[-1].out_features), splits=10)
     acc, per_class = MulticlassAccuracy(10, average="micro"), MulticlassAccuracy(10, average=None)
     confusion = MulticlassConfusionMatrix(10)
+    if rank == 0:
+        cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
+        with_reference(fid, cache, key,
+                       lambda: (classify(net, x)[0] for x in real_images(root, data)[0].split(batch_size)))
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
-        fid.update(x, real=False)
-        score.update(x)
-        pred = ClassifierFeatures(net, logits=True)(x).argmax(1)
+        features, logits = classify(net, x)
+        fid.update(features, real=False)
+        score.update(logits)
         for m in (acc, per_class, confusion):
-            m.update(pred, y)
-    is_mean, is_std = score.compute()
-    out = {"data": data, "num_samples": int(confusion.compute().sum().item()), "fid": fid.compute().item(), "is": is_mean.item(),
+            m.update(logits.argmax(1), y)
+    with torch.random.fork_rng():  # IS shuffles before splitting: fix the shuffle so IS is reproducible
+        torch.manual_seed(0)
+        is_mean, is_std = score.compute()
+    table = confusion.compute()
+    out = {"data": data, "num_samples": int(table.sum().item()), "fid": fid.compute().item(), "is": is_mean.item(),
            "is_std": is_std.item(), "class_accuracy": acc.compute().item(),
-           "per_class_accuracy": per_class.compute().tolist(), "confusion": confusion.compute().tolist(),
+           "per_class_accuracy": per_class.compute().tolist(), "confusion": table.tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
-        inception_weights = inception_weights or default_inception_weights(root)  # `make inception`'s file, if any
-        ifid = inception_fid(inception_weights)
-        if rank == 0:
-            key = file_digest(Path(inception_weights)) if inception_weights else "torchmetrics"
-            with_reference(ifid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key, real, 50)
-        for x in images.split(50):
-            ifid.update(x, real=False)
-        out["fid_inception"] = ifid.compute().item()
+        out["fid_inception"] = inception_fid(images, data, root, inception_weights, rank)
     return out
+
+
+def inception_fid(images: Tensor, data: str, root: Path, weights: str | None, rank: int = 0,
+                  batch: int = 50) -> float:
+    """Standard FID (Inception-v3 pool features) of uint8 images against the test set; reference cached."""
+    weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
+    extract = inception_extractor(weights)
+    fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False)
+    if rank == 0:
+        key = file_digest(Path(weights)) if weights else "torchmetrics"
+        test_set = "Inception features (test set)"
+        with_reference(fid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key,
+                       lambda: map(extract, batches(real_images(root, data)[0], batch, test_set)))
+    for x in batches(images, batch, "Inception features (samples)", show=rank == 0):
+        fid.update(extract(x), real=False)
+    return fid.compute().item()
 
 
 def balanced_labels(n: int, classes: list[int]) -> Tensor:

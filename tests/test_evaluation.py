@@ -33,6 +33,12 @@ def test_real_images_score_high_is_and_accuracy(mnist_test, data_root):
     assert "most often mistaken for" in format_table(m)
 
 
+def test_metrics_are_reproducible(mnist_test, data_root):
+    images, labels = mnist_test[0][:1000], mnist_test[1][:1000]
+    first, second = evaluate(images, labels, "mnist", data_root), evaluate(images, labels, "mnist", data_root)
+    assert first == second  # IS shuffles before splitting; the shuffle is seeded
+
+
 def test_fashion_real_images(data_root):
     images, labels = real_images(data_root, "fashion")
     m = evaluate(images[:3000], labels[:3000], "fashion", data_root)
