@@ -75,7 +75,8 @@ class SampleGrid(L.Callback):
         path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{name}.png", self.n_per_class)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("samples", [np.asarray(grid_image(images, self.n_per_class))], step=trainer.global_step)
+                grid = np.asarray(grid_image(images, self.n_per_class))
+                logger.log_image("samples", [grid], step=trainer.global_step)
             elif isinstance(logger, TensorBoardLogger):
                 pic = torch.from_numpy(np.asarray(grid_image(images, self.n_per_class))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", pic, trainer.global_step)

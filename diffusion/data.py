@@ -14,7 +14,8 @@ from diffusion.fetch import FOLDER, raw_dir
 
 CLASS_NAMES = {
     "mnist": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
 
 
@@ -67,7 +68,8 @@ class DigitsDataModule(L.LightningDataModule):
         images, labels = load_split(self.root, self.name, train=True)
         full = TensorDataset(to_model_range(images), labels)
         gen = torch.Generator().manual_seed(self.hparams.split_seed)
-        self.train_set, self.val_set = random_split(full, [len(full) - self.hparams.val_size, self.hparams.val_size], gen)
+        sizes = [len(full) - self.hparams.val_size, self.hparams.val_size]
+        self.train_set, self.val_set = random_split(full, sizes, gen)
         test_images, test_labels = load_split(self.root, self.name, train=False)
         self.test_set = TensorDataset(to_model_range(test_images), test_labels)
 

@@ -133,8 +133,8 @@ def build_app(default_ckpt: str, max_images: int = 16) -> Any:
             return text, gr.Dropdown()
 
         load_btn.click(on_load, ckpt, [info, cls])
-        go.click(functools.partial(generate, max_images=max_images), [ckpt, cls, prompt, guidance, sampler, steps, seed, n],
-                 [gallery, progression, status])
+        inputs = [ckpt, cls, prompt, guidance, sampler, steps, seed, n]
+        go.click(functools.partial(generate, max_images=max_images), inputs, [gallery, progression, status])
     return app
 
 

@@ -119,7 +119,8 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 def mnist_from_pickle(pkl_gz: bytes) -> dict[str, bytes]:
     """Raw IDX files from the classic mnist.pkl.gz (train 50k + valid 10k = the official 60k, then test)."""
-    (xtr, ytr), (xva, yva), (xte, yte) = NumpyOnlyUnpickler(io.BytesIO(gzip.decompress(pkl_gz)), encoding="latin1").load()
+    unpickler = NumpyOnlyUnpickler(io.BytesIO(gzip.decompress(pkl_gz)), encoding="latin1")
+    (xtr, ytr), (xva, yva), (xte, yte) = unpickler.load()
     to_u8 = lambda x: np.round(np.asarray(x, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
     return {
         "train-images-idx3-ubyte": idx_bytes(np.concatenate([to_u8(xtr), to_u8(xva)])),

@@ -43,7 +43,8 @@ def load_module(path: str | Path, weights: str = "ema", device: str = "cpu") -> 
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location=device, weights_only=False)  # our own file: hyper-parameters are plain
     module = DiffusionModule(**ckpt["hyper_parameters"])
-    module.load_state_dict(ckpt.get("current_model_state", ckpt["state_dict"]) if weights == "raw" else ckpt["state_dict"])
+    raw = ckpt.get("current_model_state", ckpt["state_dict"])
+    module.load_state_dict(raw if weights == "raw" else ckpt["state_dict"])
     module.checkpoint_step = ckpt.get("global_step")
     return module.to(device).eval()
 
@@ -89,7 +90,9 @@ class Sampling:
 
     def classes(self) -> list[int]:
         """The prompted class, or all classes."""
-        return [parse_prompt(self.cfg.prompt, self.names)] if self.cfg.prompt is not None else list(range(len(self.names)))
+        if self.cfg.prompt is not None:
+            return [parse_prompt(self.cfg.prompt, self.names)]
+        return list(range(len(self.names)))
 
 
 def mode_grid(s: Sampling, out: Path) -> list[Path]:

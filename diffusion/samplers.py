@@ -43,7 +43,7 @@ def guided_eps(model: Denoiser, x: Tensor, t: Tensor, labels: Tensor, guidance: 
 
 
 def clip_x0(x0: Tensor, mode: str, percentile: float = 0.995) -> Tensor:
-    """'none'; 'static' clamp to [-1, 1]; 'dynamic' thresholding at a per-sample percentile (Saharia et al. 2022, §2.3)."""
+    """'none'; 'static' clamps to [-1, 1]; 'dynamic' thresholds at a per-sample percentile (Saharia et al. 2022)."""
     if mode == "none":
         return x0
     if mode == "static":
@@ -103,7 +103,7 @@ def ddpm_sample(
     shape: Sequence[int] = (1, 32, 32), steps: int | None = None, guidance: float = 0.0, clip: str = "none",
     sigma: str = "posterior", null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
-    """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t ('posterior') or β_t ('beta')."""
+    """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t or β_t."""
     ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
     x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
     for i, t in enumerate(ts):

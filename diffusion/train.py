@@ -29,7 +29,8 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.p_uncond, (int, float)) or not 0 <= cfg.p_uncond <= 1:
         raise ConfigError(f"p_uncond must be in [0, 1], got {cfg.p_uncond!r}")
     if cfg.guidance > 0 and cfg.p_uncond == 0:
-        raise ConfigError("guidance > 0 needs p_uncond > 0 (the unconditional model ε(x,t,∅) is learnt from dropped labels)")
+        raise ConfigError("guidance > 0 needs p_uncond > 0 "
+                          "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
     steps = cfg.sampler.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampler.steps must be an integer between 1 and timesteps ({T}), got {steps!r}")
@@ -130,7 +131,8 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
         print(f"ω = {w}: " + format_table(m))
         write_metrics(m, out / "metrics.json")
         suffix = "" if cfg.eval.guidance is None else f"@guidance={w}"
-        scalars.update({f"eval/{k}{suffix}": v for k, v in m.items() if k in ("fid", "is", "class_accuracy", "fid_inception")})
+        keep = ("fid", "is", "class_accuracy", "fid_inception")
+        scalars.update({f"eval/{k}{suffix}": v for k, v in m.items() if k in keep})
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()

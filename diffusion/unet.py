@@ -133,7 +133,8 @@ class UNet(nn.Module):
         for i, ch in enumerate(reversed(channels)):
             self.unpools.append(nn.Identity() if i == 0 else make_upsample(upsample, c))
             res = res if i == 0 else res * 2
-            self.up.append(Level(c + skips.pop(), ch, blocks_per_level, emb_dim, groups, dropout, res in attention_resolutions))
+            attend = res in attention_resolutions
+            self.up.append(Level(c + skips.pop(), ch, blocks_per_level, emb_dim, groups, dropout, attend))
             c = ch
         self.out = nn.Conv2d(c, in_channels, 3, padding=1)
 

@@ -26,7 +26,8 @@ def test_shapes_range_and_border(dm):
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (256, 1, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert x.min().item() == -1.0 and x.max().item() == 1.0
-    border = torch.cat([x[..., :2, :].flatten(), x[..., -2:, :].flatten(), x[..., :, :2].flatten(), x[..., :, -2:].flatten()])
+    edges = (x[..., :2, :], x[..., -2:, :], x[..., :, :2], x[..., :, -2:])
+    border = torch.cat([e.flatten() for e in edges])
     assert (border == -1.0).all()  # background value after scaling
 
 

@@ -85,8 +85,9 @@ def test_reference_statistics_are_cached_per_evaluator(mnist_test, data_root, tm
 def test_inception_wrapper_feeds_3x299_in_the_expected_range(tmp_path):
     class Probe(torch.nn.Module):
         def forward(self, x):
-            return torch.stack([x.amin(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3)), torch.full_like(x[:, 0, 0, 0], x.shape[1]),
-                                torch.full_like(x[:, 0, 0, 0], x.shape[2])], 1).repeat(1, 512)
+            ones = torch.ones_like(x[:, 0, 0, 0])
+            stats = [x.amin(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3)), ones * x.shape[1], ones * x.shape[2]]
+            return torch.stack(stats, 1).repeat(1, 512)
 
     path = tmp_path / "probe.pt"
     torch.jit.script(Probe()).save(str(path))

@@ -31,7 +31,8 @@ def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
               "csv/metrics.csv", "metrics.json"]:
         assert (tmp_path / f).is_file(), f
     assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
-    assert "schedule:" in (tmp_path / "config.yaml").read_text() and "kind: cosine" in (tmp_path / "config.yaml").read_text()
+    saved = (tmp_path / "config.yaml").read_text()
+    assert "schedule:" in saved and "kind: cosine" in saved
     assert "**total**" in (tmp_path / "params.md").read_text()
     assert "eval/class_accuracy" in (tmp_path / "csv/metrics.csv").read_text()  # logged, not only written
 
@@ -42,7 +43,8 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = torch.load(a / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 30 and ckpt["optimizer_states"] and "current_model_state" in ckpt  # EMA kept
-    r = run_entry("train.py", *FAST, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt", f"hydra.run.dir={b}")
+    r = run_entry("train.py", *FAST, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt",
+                  f"hydra.run.dir={b}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert step_of(b / "checkpoints/last.ckpt") == 60
 
@@ -72,8 +74,8 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_pat
 def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_MODE": ""}
     env_clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"],
-                       cwd=ROOT, env={**env_clean, **env, "DIFFUSION_DATA": str(DATA)}, stdin=subprocess.DEVNULL,
+    cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "logger=wandb", f"hydra.run.dir={tmp_path / 'run'}"]
+    r = subprocess.run(cmd, cwd=ROOT, env={**env_clean, **env, "DIFFUSION_DATA": str(DATA)}, stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
@@ -112,7 +114,8 @@ def test_missing_data_says_make_data(tmp_path):
     assert r.returncode == 1 and "run `make data`" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(train_cfg, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(train_cfg, tmp_path,
+                                                                                         monkeypatch):
     from diffusion.module import DiffusionModule
 
     real = DiffusionModule.diffusion_loss
