@@ -23,6 +23,7 @@ from torchmetrics.image.inception import InceptionScore
 
 from diffusion.classifier import DigitClassifier, evaluator_path, file_digest, load_classifier
 from diffusion.data import CLASS_NAMES, load_split
+from diffusion.files import atomic_write
 
 FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -94,16 +95,17 @@ def batches(x: Tensor, size: int, desc: str, show: bool = True) -> Iterator[Tens
 def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
                    features: Callable[[], Iterator[Tensor]]) -> None:
     """Fill the FID's real-image statistics from cache, or from `features()` (computed once) and cache them."""
-    if cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        if saved.get("source") == source:
-            for name in FID_STATES:
-                setattr(fid, name, saved[name])
-            return
+    try:
+        saved = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
+    except Exception:  # noqa: BLE001 - an unreadable cache is only a cache: recompute it
+        saved = {}
+    if isinstance(saved, dict) and saved.get("source") == source and all(n in saved for n in FID_STATES):
+        for name in FID_STATES:
+            setattr(fid, name, saved[name])
+        return
     for chunk in features():
         fid.update(chunk, real=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"source": source, **{name: getattr(fid, name) for name in FID_STATES}}, cache)
+    atomic_write(cache, lambda f: torch.save({"source": source, **{n: getattr(fid, n) for n in FID_STATES}}, f))
 
 
 def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None = None, inception: bool = False,
