@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 
 import diffusion  # noqa: F401
 from benchmarks.train_speed import CONF
-from diffusion.sample import load_module, newest_checkpoint
+from diffusion.checkpoint import load_module
+from diffusion.sample import newest_checkpoint
 
 
 def rate(module, sampler, n: int, guidance: float) -> float:

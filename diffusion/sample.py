@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,10 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from diffusion.checkpoint import load_module
+from diffusion.checks import check_guidance, check_seed
 from diffusion.evaluation import balanced_labels
+from diffusion.files import atomic_write
 from diffusion.images import grid_image, save_grid, to_uint8
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
@@ -33,20 +35,6 @@ def newest_checkpoint(root: str | Path = "outputs") -> Path:
         raise FileNotFoundError(f"no checkpoint under {root}/; train one with `make train` (or `python train.py`) "
                                 "or pass ckpt_path=...")
     return found[-1]
-
-
-def load_module(path: str | Path, weights: str = "ema", device: str = "cpu") -> DiffusionModule:
-    """Rebuild the model from the checkpoint alone; `ema` weights (the checkpoint's state_dict) or `raw` ones."""
-    if weights not in ("ema", "raw"):
-        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location=device, weights_only=False)  # our own file: hyper-parameters are plain
-    module = DiffusionModule(**ckpt["hyper_parameters"])
-    raw = ckpt.get("current_model_state", ckpt["state_dict"])
-    module.load_state_dict(raw if weights == "raw" else ckpt["state_dict"])
-    module.checkpoint_step = ckpt.get("global_step")
-    return module.to(device).eval()
 
 
 class Tracer:
@@ -156,10 +144,8 @@ def mode_forward(s: Sampling, out: Path) -> list[Path]:
 
 
 def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write the npz through a temporary file and rename: never a partial file."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, images=images, labels=labels)
-    os.replace(tmp.name, path)
+    """Write the npz atomically: never a partial file."""
+    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
 
 
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
@@ -241,8 +227,9 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     """One clear line for each invalid option, before any sampling."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {cfg.mode!r}")
-    if cfg.guidance is not None and (not isinstance(cfg.guidance, (int, float)) or cfg.guidance < -1):
-        raise ValueError(f"guidance (ω) must be a number ≥ -1 (-1: unconditional), got {cfg.guidance!r}")
+    if cfg.guidance is not None:
+        check_guidance(cfg.guidance, "guidance", minimum=-1)
+    check_seed(cfg.seed, "sample")
     T, steps = module.schedule.timesteps, cfg.sampler.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ValueError(f"sampler.steps must be an integer between 1 and the model's timesteps ({T}), got {steps!r}")

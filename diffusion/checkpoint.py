@@ -1,0 +1,189 @@
+"""Model files: reading that never runs code, crash-safe writing, and the safetensors export.
+
+Two formats, one loader (`load_module`):
+- `.ckpt`, Lightning's training checkpoint (weights, optimizer, EMA, loop state), for resuming and sampling. It is a
+  pickle, so it is read with `torch.load(weights_only=True)`: tensors and plain values only, never arbitrary objects.
+- `.safetensors`, the EMA weights with the hyper-parameters as JSON metadata: the format to share and ship; it
+  cannot hold code at all. `train.py` writes `model.safetensors` at the end of every run;
+  `python -m diffusion.checkpoint CKPT [OUT]` converts any `.ckpt`.
+
+Either way the hyper-parameters only name classes from an allow-list (the `_target_`s a checkpoint of this project
+can hold), so a crafted file cannot make `hydra.utils.instantiate` call anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from diffusion.files import atomic_write
+
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped models (.safetensors)
+FORMAT = "diffusion-mnist"  # the safetensors metadata's "format" value
+# Where each hyper-parameter's `_target_` may point (checked as text before anything is imported).
+TARGETS = {
+    "net": re.compile(r"diffusion\.unet\.UNet"),
+    "schedule": re.compile(r"diffusion\.schedule\.NoiseSchedule"),
+    "sampler": re.compile(r"diffusion\.samplers\.\w+_sample"),
+    "optimizer": re.compile(r"torch\.optim\.[A-Z]\w*"),
+    "lr_scheduler": re.compile(r"torch\.optim\.lr_scheduler\.[A-Z]\w*|diffusion\.module\.warmup_cosine"),
+}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of this project (or not one that can be read safely)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path} is not a diffusion checkpoint ({reason})")
+
+
+def _load_reason(err: Exception) -> str:
+    """A short reason for a failed torch.load."""
+    text = str(err)
+    blocked = re.search(r"GLOBAL (\S+)", text)
+    if blocked:
+        return f"it asks to import {blocked.group(1)}, which could run code; refused"
+    if "Unsupported" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors and plain values; refused"
+    if "central directory" in text or isinstance(err, EOFError):
+        return "truncated or not a PyTorch file"
+    return f"not a PyTorch checkpoint: {type(err).__name__}"
+
+
+def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """A `.safetensors` export as the same dict a `.ckpt` gives (state_dict, hyper_parameters, global_step)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(path, f"unreadable safetensors file: {str(err).splitlines()[0][:80]}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(path, f"safetensors metadata has no format={FORMAT!r}")
+    try:
+        hparams, step = json.loads(meta["hyper_parameters"]), int(meta.get("global_step", -1))
+    except (KeyError, ValueError):
+        raise CheckpointError(path, "safetensors metadata lacks readable hyper-parameters") from None
+    return {"state_dict": state, "hyper_parameters": hparams, "global_step": step}
+
+
+def _check_targets(path: Path, hparams: dict[str, Any]) -> None:
+    """Every `_target_` in the hyper-parameters is one this project writes, at the place it writes it."""
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            top = where.split(".")[0]
+            if target is not None and (where != top or top not in TARGETS or not isinstance(target, str)
+                                       or not TARGETS[top].fullmatch(target)):
+                raise CheckpointError(path, f"hyper-parameter {where}._target_={str(target)[:60]!r} is not allowed")
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(hparams, "")
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A `.ckpt` or `.safetensors` file of this project as a dict, read without running code; CheckpointError (one
+    line) for anything else, FileNotFoundError if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(path, "it is a directory; give the .ckpt or .safetensors file in it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "empty file")
+    if path.suffix == ".safetensors":
+        ckpt = _read_safetensors(path, map_location)
+    else:
+        try:
+            with warnings.catch_warnings():  # e.g. "pickle protocol 4": the one-line error below says what matters
+                warnings.simplefilter("ignore")
+                ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types for foreign files; each becomes one line
+            raise CheckpointError(path, _load_reason(err)) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(path, "no model weights (state_dict) in it")
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):
+        raise CheckpointError(path, "no model hyper-parameters in it; it was not written by train.py")
+    if not all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()):
+        raise CheckpointError(path, "its state_dict holds values that are not tensors")
+    _check_targets(path, hparams)
+    return ckpt
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO: atomic writes on every filesystem, reads through `read_checkpoint` (no code runs)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote or special storage: Lightning's own path
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        return read_checkpoint(path, map_location if map_location is not None else "cpu")
+
+
+def load_module(path: str | Path, weights: str = "ema", device: str | torch.device = "cpu") -> Any:
+    """Rebuild the model from a checkpoint alone: the `ema` weights (a checkpoint's state_dict) or the `raw` ones."""
+    from diffusion.module import DiffusionModule
+
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    ckpt = read_checkpoint(path)
+    state = ckpt["state_dict"]
+    if weights == "raw":
+        if Path(path).suffix == ".safetensors":
+            raise ValueError(f"{path} holds only the EMA weights; weights=raw needs the run's .ckpt")
+        state = ckpt.get("current_model_state", state)
+    try:
+        module = DiffusionModule(**ckpt["hyper_parameters"])
+        module.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - hyper-parameters or weights that do not build this project's model
+        raise CheckpointError(path, f"its hyper-parameters or weights do not build a model: {type(err).__name__}") \
+            from None
+    module.checkpoint_step = ckpt.get("global_step")
+    return module.to(device).eval()
+
+
+def export_safetensors(module: Any, path: str | Path) -> Path:
+    """The module's weights as safetensors, its hyper-parameters and step as metadata (written atomically)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {"format": FORMAT, "hyper_parameters": json.dumps(dict(module.hparams)),
+            "global_step": str(getattr(module, "checkpoint_step", None) or module.global_step)}
+    return atomic_write(path, lambda f: f.write(save(state, metadata=meta)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: convert a training checkpoint to a shareable `.safetensors` file (EMA weights)."""
+    parser = argparse.ArgumentParser(description="Export a .ckpt's EMA weights as .safetensors (no pickle, no code).")
+    parser.add_argument("ckpt", help="a last.ckpt / best-*.ckpt written by train.py")
+    parser.add_argument("out", nargs="?", help="output file (default: the checkpoint's name with .safetensors)")
+    args = parser.parse_args(argv)
+    out = Path(args.out or Path(args.ckpt).with_suffix(".safetensors"))
+    try:
+        print(export_safetensors(load_module(args.ckpt), out))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
