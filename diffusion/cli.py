@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 from diffusion.data import DataMissingError
 from diffusion.fetch import DataError
@@ -36,8 +41,36 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None) -> 
     (Path(run_dir) / "status.json").write_text(json.dumps({"status": status, "error": error, "overrides": overrides}))
 
 
+class OutputDirCheck(Callback):
+    """Hydra callback: an output directory that cannot be created or written gets one line, before any work."""
+
+    @staticmethod
+    def _check(directory: str, key: str) -> None:
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as err:
+            print(f"error: cannot write the output directory {directory} ({err.strerror or err}); "
+                  f"choose another with {key}=...", file=sys.stderr)
+            raise SystemExit(1) from None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def restore_sigint() -> None:
+    """Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited as ignored (`cmd &` in a script, some CI)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
     """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on."""
+    restore_sigint()
     try:
         result = fn(cfg)
     except EXPECTED as err:

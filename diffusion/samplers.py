@@ -22,8 +22,9 @@ CLIP_MODES = ("none", "static", "dynamic")
 
 
 def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
-    """One CPU generator per sample, seeded from (seed, index) so image i never depends on the batch."""
-    return [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in indices]
+    """One CPU generator per sample, seeded from (seed, index) so image i never depends on the batch (taken modulo
+    2^64, the generator's seed range: the same seeds as without the modulo wherever those were accepted)."""
+    return [torch.Generator().manual_seed((seed * 1_000_003 + int(i)) % 2**64) for i in indices]
 
 
 def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:

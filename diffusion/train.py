@@ -14,9 +14,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """An option has an invalid value."""
+from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
+from diffusion.checks import ConfigError, check_guidance, check_positive, check_seed, is_number
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -24,9 +23,8 @@ def check_config(cfg: DictConfig) -> None:
     T = cfg.timesteps
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ConfigError(f"timesteps must be a positive integer, got {T!r}")
-    if not isinstance(cfg.guidance, (int, float)) or cfg.guidance < 0:
-        raise ConfigError(f"guidance (ω) must be a number ≥ 0, got {cfg.guidance!r}")
-    if not isinstance(cfg.p_uncond, (int, float)) or not 0 <= cfg.p_uncond <= 1:
+    check_guidance(cfg.guidance, "guidance", minimum=0)
+    if not is_number(cfg.p_uncond) or not 0 <= cfg.p_uncond <= 1:
         raise ConfigError(f"p_uncond must be in [0, 1], got {cfg.p_uncond!r}")
     if cfg.guidance > 0 and cfg.p_uncond == 0:
         raise ConfigError("guidance > 0 needs p_uncond > 0 "
@@ -36,13 +34,21 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"sampler.steps must be an integer between 1 and timesteps ({T}), got {steps!r}")
     if cfg.loss not in ("mse", "l1"):
         raise ConfigError(f"loss must be 'mse' or 'l1', got {cfg.loss!r}")
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
+    check_seed(cfg.seed, "train")
+    if "lr" in cfg.optim:
+        check_positive(cfg.optim.lr, "optim.lr")
+    max_steps, max_epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs", -1)
+    if not isinstance(max_steps, int) or not (max_steps >= 1 or (max_steps == -1 and (max_epochs or 0) >= 1)):
+        raise ConfigError(f"trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), "
+                          f"got {max_steps!r}")
+    if cfg.ckpt_path is not None:
+        if not Path(cfg.ckpt_path).exists():
+            raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
+        read_checkpoint(cfg.ckpt_path)  # one line for a file that is not a checkpoint of this project
     if not isinstance(cfg.eval.num_samples, int) or cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
-        if not isinstance(w, (int, float)) or w < -1:
-            raise ConfigError(f"eval.guidance values must be numbers ≥ -1 (-1: unconditional), got {w!r}")
+        check_guidance(w, "eval.guidance", minimum=-1)
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -83,13 +89,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["global_step"] = trainer.global_step
+        if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
+            print(f"weights: {export_safetensors(module, run_dir / 'model.safetensors')}")
         if cfg.eval.num_samples:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
     finally:

@@ -1,0 +1,40 @@
+"""Option checks shared by train.py, sample.py and the demo: one function per rule, one clear line per failure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SEED_BITS = {"train": 32, "sample": 64}  # Lightning seeds numpy (32-bit); sampling seeds torch generators (64-bit)
+
+
+class ConfigError(ValueError):
+    """An option has an invalid value."""
+
+
+def is_number(value: Any) -> bool:
+    """A real int or float (not a bool, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_guidance(value: Any, key: str = "guidance", minimum: float = -1.0) -> float:
+    """ω: a finite number ≥ minimum (ω = −1 is unconditional sampling; training runs use ω ≥ 0)."""
+    hint = " (-1: unconditional)" if minimum == -1 else ""
+    if not is_number(value) or not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{key} (ω) must be a number ≥ {minimum:g}{hint}, got {value!r}")
+    return float(value)
+
+
+def check_seed(value: Any, use: str, key: str = "seed") -> int:
+    """A seed that the random number generators of `use` ("train" or "sample") accept."""
+    bits = SEED_BITS[use]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**bits:
+        raise ConfigError(f"{key} must be an integer in [0, 2^{bits} - 1], got {value!r}")
+    return value
+
+
+def check_positive(value: Any, key: str) -> float:
+    """A finite number > 0 (learning rates, scales)."""
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{key} must be a number > 0, got {value!r}")
+    return float(value)
