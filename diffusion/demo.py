@@ -1,17 +1,28 @@
-"""`python -m diffusion.demo [ckpt_path=PATH]`: a local Gradio app for a trained checkpoint.
+"""`python -m diffusion.demo [ckpt_path=PATH]`: a local Gradio app for the trained models.
 
-Gradio is the usual library for ML demos: components for images/galleries, a request queue and a
-browser UI with no front-end code. Generation runs one request at a time through Gradio's queue
-(`default_concurrency_limit=1`, at most `queue_size` waiting) and each request is capped at
-`max_images` images and the model's T steps, so no visitor holds the CPU for long.
+Gradio is the usual library for ML demos: components, a request queue and a browser UI with no front-end code.
+Generation runs one request at a time through Gradio's queue (`default_concurrency_limit=1`, at most `queue_size`
+waiting) and each request is capped at `max_images` images and the model's T steps, so no visitor holds the CPU
+for long.
+
+What a visitor can reach: a choice among the model files the server lists (`list_models`; there is no free-text
+path, and an uploaded file is never one of them), the form's values, and the images, which are sent inline and
+never written to disk. Files are read with `diffusion.checkpoint`, which runs no code from them. The page binds to
+127.0.0.1 unless `allow_remote=true` says otherwise.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import io
+import ipaddress
 import json
-import tempfile
+import socket
+import sys
 import time
+from collections.abc import Callable
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +31,25 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from diffusion.checkpoint import PRETRAINED_DIR, load_module
 from diffusion.images import grid_image, to_uint8
 from diffusion.module import DiffusionModule
+from diffusion.checks import check_guidance, check_seed
 from diffusion.prompts import parse_prompt
-from diffusion.sample import load_module, newest_checkpoint
 from diffusion.samplers import SAMPLERS
 
 SCALE = 4  # 32×32 samples shown at 128×128
+RUN_ROOTS = ("outputs", "multirun")
+RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model.safetensors")
+
+
+def list_models(pinned: str | None = None, roots: tuple[str, ...] = RUN_ROOTS) -> list[str]:
+    """The model files the demo offers, and the only ones it loads: `pinned` (the server's ckpt_path), the shipped
+    pretrained/*.safetensors, then every run's last.ckpt, best-*.ckpt and model.safetensors, newest first."""
+    runs = [p for root in roots for pattern in RUN_FILES for p in Path(root).glob(pattern) if p.is_file()]
+    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    shipped = sorted(PRETRAINED_DIR.glob("*.safetensors"))
+    return list(dict.fromkeys(str(p) for p in [*([Path(pinned)] if pinned else []), *shipped, *runs]))
 
 
 @functools.lru_cache(maxsize=4)
@@ -34,28 +57,36 @@ def _load(path: str, mtime: float) -> DiffusionModule:
     return load_module(path)
 
 
-def load(path: str) -> DiffusionModule:
-    """The checkpoint's model (EMA weights), cached while the file is unchanged."""
-    p = Path(path or "")
-    if not path or not p.is_file():
-        raise FileNotFoundError(f"no checkpoint at '{path}'; train one with `make train` and give its last.ckpt")
+def load(path: str, allowed: list[str]) -> DiffusionModule:
+    """The model in `path` (EMA weights), which must be one of `allowed`; cached while the file is unchanged."""
+    if not path or path not in allowed:
+        raise FileNotFoundError(f"'{path}' is not one of the models this page lists; press Refresh to list them")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path} is gone; press Refresh to list the models")
     return _load(str(p), p.stat().st_mtime)
 
 
-def describe(path: str) -> str:
-    """Markdown: which checkpoint is loaded, and its run's metrics if it has them."""
+def describe(path: str, allowed: list[str]) -> str:
+    """Markdown: which model is loaded, and its run's metrics if it has them."""
+    if not allowed:
+        return "**No model found:** train one with `make train`, then press Refresh."
     try:
-        m = load(path)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        m = load(path, allowed)
+    except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError: one line, nothing ran
         return f"**No model loaded:** {err}"
     h = m.hparams
     text = (f"**Loaded** `{path}`: {h.data_name}, {m.schedule.kind} schedule, T={m.schedule.timesteps}, "
             f"step {m.checkpoint_step}, trained with ω={h.guidance}.")
-    metrics = Path(path).parent.parent / "metrics.json"
+    run_dir = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path(path).parent
+    metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        r = json.loads(metrics.read_text())
-        text += (f" Run metrics ({r['num_samples']} samples): FID {r['fid']:.2f} (classifier features), "
-                 f"IS {r['is']:.2f}, class accuracy {r['class_accuracy']:.3f}.")
+        try:
+            r = json.loads(metrics.read_text())
+            text += (f" Run metrics ({r['num_samples']} samples): FID {r['fid']:.2f} (classifier features), "
+                     f"IS {r['is']:.2f}, class accuracy {r['class_accuracy']:.3f}.")
+        except (ValueError, KeyError, TypeError):
+            pass
     return text
 
 
@@ -65,11 +96,33 @@ def upscale(image: torch.Tensor) -> Image.Image:
     return pil.resize((pil.width * SCALE, pil.height * SCALE), Image.NEAREST)
 
 
+def inline_image(pic: Image.Image, fmt: str = "PNG", **save: Any) -> str:
+    """A data: URI of the image (sent inside the page; nothing is written to disk)."""
+    buf = io.BytesIO()
+    pic.save(buf, format=fmt, **save)
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def gallery_html(images: list[Image.Image], caption: str) -> str:
+    """The samples as an HTML grid of inline images."""
+    figures = "".join(f'<figure style="margin:4px;text-align:center"><img src="{inline_image(pic)}" '
+                      f'alt="{escape(caption)}" width="{pic.width}" height="{pic.height}">'
+                      f'<figcaption>{escape(caption)}</figcaption></figure>' for pic in images)
+    return f'<div style="display:flex;flex-wrap:wrap">{figures}</div>'
+
+
+def progression_html(frames: list[torch.Tensor]) -> str:
+    """An animated GIF of the first image's denoising (about 20 frames, the last held), inline."""
+    pics = [grid_image(f, 1, scale=SCALE) for f in frames[:: max(1, len(frames) // 20)] + frames[-1:]]
+    gif = inline_image(pics[0], "GIF", save_all=True, append_images=pics[1:] + pics[-1:] * 8, duration=120, loop=0)
+    return f'<img src="{gif}" alt="denoising of the first image">'
+
+
 def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: str, steps: float, seed: float,
-             n: float, max_images: int = 16) -> tuple[list, str | None, str]:
-    """(gallery, progression GIF, status); every problem becomes a status message, never an exception."""
+             n: float, allowed: Callable[[], list[str]], max_images: int = 16) -> tuple[str, str, str]:
+    """(gallery HTML, progression HTML, status); every problem becomes a status message, never an exception."""
     try:
-        module = load(path)
+        module = load(path, allowed())
         names = list(module.hparams.class_names)
         c = parse_prompt(prompt, names) if prompt and prompt.strip() else names.index(class_name)
         n, steps, T = int(n or 0), int(steps or 0), module.schedule.timesteps
@@ -77,41 +130,48 @@ def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: 
             raise ValueError(f"number of images must be between 1 and {max_images}, got {n}")
         if not 1 <= steps <= T:
             raise ValueError(f"steps must be between 1 and this model's T = {T}, got {steps}")
-        if guidance < -1:
-            raise ValueError("guidance ω must be ≥ -1 (-1 is unconditional sampling)")
+        guidance = check_guidance(guidance, "guidance", minimum=-1)
+        seed = check_seed(int(seed or 0), "sample")
         frames: list[torch.Tensor] = []
         start = time.perf_counter()
         images = module.sample(torch.full((n,), c), functools.partial(SAMPLERS[sampler], steps=steps),
-                               seed=int(seed), guidance=float(guidance),
+                               seed=seed, guidance=guidance,
                                callback=lambda i, t, x, eps: frames.append(x[:1].float().cpu()))
         seconds = time.perf_counter() - start
-    except (ValueError, FileNotFoundError, FloatingPointError, KeyError) as err:
-        return [], None, f"**Error:** {err}"
-    gif = Path(tempfile.mkdtemp()) / "progression.gif"
-    pics = [grid_image(f, 1, scale=SCALE) for f in frames[:: max(1, len(frames) // 20)] + frames[-1:]]
-    pics[0].save(gif, save_all=True, append_images=pics[1:] + pics[-1:] * 8, duration=120, loop=0)
+    except (ValueError, FileNotFoundError, FloatingPointError, KeyError, OverflowError) as err:
+        return "", "", f"**Error:** {err}"  # Markdown: Gradio sanitises it
     status = (f"Generated {n} × **{names[c]}** in {seconds:.2f} s ({sampler}, {steps} steps, ω={guidance:g}, "
-              f"seed {int(seed)}).")
-    return [(upscale(img), names[c]) for img in images], str(gif), status
+              f"seed {seed}).")
+    return gallery_html([upscale(img) for img in images], names[c]), progression_html(frames), status
 
 
-def build_app(default_ckpt: str, max_images: int = 16) -> Any:
-    """The Gradio Blocks page."""
+def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
+    """The Gradio Blocks page; `pinned` (the server's ckpt_path) is listed first."""
     import gradio as gr
 
-    try:
-        names, w = list(load(default_ckpt).hparams.class_names), float(load(default_ckpt).hparams.guidance)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError):
-        names, w = [str(i) for i in range(10)], 0.0
+    def allowed() -> list[str]:
+        return list_models(pinned)
+
+    def class_choices(path: str) -> tuple[list[str], float]:
+        try:
+            module = load(path, allowed())
+            return list(module.hparams.class_names), float(module.hparams.guidance)
+        except (FileNotFoundError, ValueError):
+            return [str(i) for i in range(10)], 0.0
+
+    models = allowed()
+    first = models[0] if models else None
+    names, w = class_choices(first or "")
     with gr.Blocks(title="Class-conditional diffusion") as app:
         gr.Markdown("# Class-conditional diffusion on MNIST / Fashion-MNIST\nGuidance ω: "
                     "ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅); ω = 0 is plain conditional sampling, ω = −1 unconditional "
                     "(in the form ε_u + w·(ε_c − ε_u), w = 1+ω).")
-        info = gr.Markdown(describe(default_ckpt), elem_id="ckpt-info")
+        info = gr.Markdown(describe(first or "", models), elem_id="ckpt-info")
         with gr.Row():
             with gr.Column():
-                ckpt = gr.Textbox(default_ckpt, label="Checkpoint", elem_id="ckpt")
-                load_btn = gr.Button("Load checkpoint")
+                with gr.Row():
+                    ckpt = gr.Dropdown(models, value=first, label="Model", elem_id="ckpt", scale=4)
+                    refresh = gr.Button("Refresh", elem_id="refresh", scale=1)
                 cls = gr.Dropdown(names, value=names[0], label="Class", elem_id="class")
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
@@ -122,31 +182,52 @@ def build_app(default_ckpt: str, max_images: int = 16) -> Any:
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 status = gr.Markdown(elem_id="status")
-                gallery = gr.Gallery(label="Samples", columns=4, elem_id="gallery")
-                progression = gr.Image(label="Denoising of the first image", type="filepath", elem_id="progression")
+                gallery = gr.HTML(label="Samples", elem_id="gallery")
+                progression = gr.HTML(label="Denoising of the first image", elem_id="progression")
 
-        def on_load(path: str) -> tuple[str, Any]:
-            text = describe(path)
-            if text.startswith("**Loaded"):
-                new = list(load(path).hparams.class_names)
-                return text, gr.Dropdown(choices=new, value=new[0])
-            return text, gr.Dropdown()
+        def on_select(path: str) -> tuple[str, Any]:
+            new, _ = class_choices(path)
+            return describe(path, allowed()), gr.Dropdown(choices=new, value=new[0])
 
-        load_btn.click(on_load, ckpt, [info, cls])
+        def on_refresh(path: str) -> tuple[Any, str, Any]:
+            found = allowed()
+            keep = path if path in found else (found[0] if found else None)
+            new, _ = class_choices(keep or "")
+            return (gr.Dropdown(choices=found, value=keep), describe(keep or "", found),
+                    gr.Dropdown(choices=new, value=new[0]))
+
+        ckpt.input(on_select, ckpt, [info, cls], api_name="select")
+        refresh.click(on_refresh, ckpt, [ckpt, info, cls], api_name="refresh")
         inputs = [ckpt, cls, prompt, guidance, sampler, steps, seed, n]
-        go.click(functools.partial(generate, max_images=max_images), inputs, [gallery, progression, status])
+        go.click(functools.partial(generate, allowed=allowed, max_images=max_images), inputs,
+                 [gallery, progression, status], api_name="generate")
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except (OSError, ValueError):
+        return False
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="demo")
 def main(cfg: DictConfig) -> None:
-    """Start the app on cfg.host:cfg.port."""
-    try:
-        path = str(cfg.ckpt_path or newest_checkpoint())
-    except FileNotFoundError as err:
-        path = ""
-        print(f"warning: {err}; the page will say so")
-    app = build_app(path, cfg.max_images)
+    """Start the app on cfg.host:cfg.port (loopback unless allow_remote=true)."""
+    if not is_loopback(cfg.host):
+        if not cfg.allow_remote:
+            print(f"error: host={cfg.host} would expose the demo beyond this machine, without a login; "
+                  "add allow_remote=true to do that on purpose", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"warning: the demo is reachable from other machines on {cfg.host}:{cfg.port}, without a login",
+              file=sys.stderr)
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        print(f"error: ckpt_path {cfg.ckpt_path} is not a file", file=sys.stderr)
+        raise SystemExit(1)
+    if not list_models(cfg.ckpt_path):
+        print("warning: no model found under pretrained/, outputs/ or multirun/; the page will say so")
+    app = build_app(cfg.ckpt_path, cfg.max_images)
     app.queue(default_concurrency_limit=1, max_size=cfg.queue_size)
     app.launch(server_name=cfg.host, server_port=cfg.port, show_error=True)
 
