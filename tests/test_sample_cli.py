@@ -55,10 +55,13 @@ def test_bulk_npz_pngs_and_batch_size_invariance(tiny_ckpt, tmp_path, bs):
     assert diff.max() <= 2, f"image i changed with the batch size (max diff {diff.max()})"
 
 
-def test_bulk_interrupt_keeps_complete_valid_npz(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint_default", "sigint_ignored"])
+def test_bulk_interrupt_keeps_complete_valid_npz(tiny_ckpt, tmp_path, sigint):
+    """Ctrl-C works however the process was started (`cmd &` in a script starts it with SIGINT ignored)."""
     args = [sys.executable, str(ROOT / "sample.py"), f"ckpt_path={tiny_ckpt}", f"out_dir={tmp_path}",
             f"hydra.run.dir={tmp_path}", "mode=bulk", "num_samples=4000", "batch_size=50", "sampler.steps=20"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     npz, deadline = tmp_path / "samples.npz", time.monotonic() + 120
     while not npz.is_file():
         assert proc.poll() is None and time.monotonic() < deadline
@@ -120,6 +123,10 @@ def test_no_checkpoint_says_how_to_train_one(tmp_path):
     (["sampler.steps=101"], "sampler.steps must be an integer between 1 and the model's timesteps (100)"),
     (["mode=video"], "mode must be one of grid, random"),
     (["guidance=-1.5"], "guidance (ω) must be a number ≥ -1 (-1: unconditional)"),
+    (["guidance=nan"], "guidance (ω) must be a number ≥ -1 (-1: unconditional), got nan"),
+    (["guidance=inf"], "guidance (ω) must be a number ≥ -1 (-1: unconditional), got inf"),
+    ([f"seed={2**64}"], "seed must be an integer in [0, 2^64 - 1]"),
+    (["seed=-3"], "seed must be an integer in [0, 2^64 - 1]"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
 ])

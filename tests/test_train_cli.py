@@ -89,12 +89,28 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("loss=huber", "loss must be 'mse' or 'l1'"),
     ("sampler.steps=5000", "sampler.steps must be an integer between 1 and timesteps (1000)"),
     ("ckpt_path=/no/such.ckpt", "ckpt_path /no/such.ckpt does not exist"),
+    ("guidance=nan", "guidance (ω) must be a number ≥ 0, got nan"),
+    ("guidance=inf", "guidance (ω) must be a number ≥ 0, got inf"),
+    ("eval.guidance=[0,nan]", "eval.guidance (ω) must be a number ≥ -1 (-1: unconditional), got nan"),
+    ("optim.lr=-1", "optim.lr must be a number > 0, got -1"),
+    ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
+    ("trainer.max_steps=0", "trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), got 0"),
+    (f"seed={2**64}", "seed must be an integer in [0, 2^32 - 1]"),
 ])
 def test_invalid_values_fail_with_one_clear_line(override, message, tmp_path):
     r = run_entry("train.py", override, f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+    assert not (tmp_path / "checkpoints").exists()  # caught before any set-up
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_unwritable_output_directory_gets_one_line(script):
+    r = run_entry(script, "hydra.run.dir=/proc/no/such/dir")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: cannot write the output directory /proc/no/such/dir (No such file or directory); "
+        "choose another with hydra.run.dir=..."]
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,0 +1,130 @@
+"""The demo's HTTP API as a hostile visitor uses it: uploads and unlisted paths never reach the loader, a planted file
+runs nothing, requests leave no files, and the server keeps serving. No browser needed."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, ROOT
+from test_safety import hostile_files
+
+pytest.importorskip("gradio", reason="demo extra not installed (pip install '.[demo]')")
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ckpt, tmp_path_factory):
+    """The demo started in a folder whose outputs/ holds a planted malicious last.ckpt; its temp dirs are private."""
+    work = tmp_path_factory.mktemp("demo_api")
+    evil_dir = work / "evil"
+    evil_dir.mkdir()
+    evil = hostile_files(evil_dir, tiny_ckpt)["torch_pickle.ckpt"][0]
+    planted = work / "outputs" / "planted" / "checkpoints" / "last.ckpt"
+    planted.parent.mkdir(parents=True)
+    shutil.copy(evil, planted)
+    tmp, cache = work / "tmp", work / "gradio"
+    tmp.mkdir()
+    cache.mkdir()
+    port = free_port()
+    log = open(work / "server.log", "w")
+    env = {**os.environ, "DIFFUSION_DATA": str(DATA), "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp),
+           "GRADIO_TEMP_DIR": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={tiny_ckpt}", f"port={port}",
+                             f"hydra.run.dir={work / 'run'}"], cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, open(log.name).read()[-3000:]
+            assert time.monotonic() < deadline, "demo did not start in 120 s"
+            time.sleep(0.5)
+    client = gradio_client.Client(url, verbose=False)
+    yield {"url": url, "client": client, "work": work, "marker": evil_dir / "PWNED", "tmp": tmp, "cache": cache,
+           "planted": "outputs/planted/checkpoints/last.ckpt", "pinned": str(tiny_ckpt)}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def generate(server, path: str, prompt: str = "seven", n: int = 2) -> tuple[str, str, str]:
+    return server["client"].predict(path, "zero", prompt, 0.0, "ddim", 5, 0, n, api_name="/generate")
+
+
+def test_a_listed_model_generates_and_leaves_no_files(server):
+    before = files_under(server["tmp"]) | files_under(server["cache"])
+    gallery, progression, status = generate(server, server["pinned"])
+    assert "Generated 2 × **seven**" in status
+    assert gallery.count("<img src=\"data:image/png;base64,") == 2 and "data:image/gif;base64," in progression
+    assert files_under(server["tmp"]) | files_under(server["cache"]) == before
+
+
+def test_the_listing_is_the_pinned_model_then_the_runs_found(server, tmp_path):
+    from diffusion.demo import list_models
+
+    found = list_models(server["pinned"], roots=(str(server["work"] / "outputs"),))
+    assert found[0] == server["pinned"] and found[-1] == str(server["work"] / server["planted"])
+    new = server["work"] / "outputs" / "new-run" / "checkpoints" / "last.ckpt"
+    new.parent.mkdir(parents=True)
+    shutil.copy(server["pinned"], new)
+    with pytest.raises(Exception, match="not in the list of choices"):
+        generate(server, "outputs/new-run/checkpoints/last.ckpt")  # not listed until Refresh
+    server["client"].predict(server["pinned"], api_name="/refresh")
+    assert "Generated 1 × **three**" in generate(server, "outputs/new-run/checkpoints/last.ckpt", "three", 1)[2]
+
+
+def test_a_planted_malicious_file_gets_one_line_and_runs_nothing(server):
+    _, _, status = generate(server, server["planted"])
+    assert status == (f"**Error:** {server['planted']} is not a diffusion checkpoint "
+                      "(it asks to import posix.system, which could run code; refused)")
+    assert not server["marker"].exists()
+
+
+def test_an_uploaded_file_never_reaches_the_loader(server):
+    import httpx
+
+    evil = server["work"] / "evil" / "pickle.ckpt"
+    with open(evil, "rb") as f:
+        r = httpx.post(server["url"] + "gradio_api/upload", files={"files": ("x.ckpt", f)}, timeout=30)
+    assert r.status_code == 200
+    uploaded = r.json()[0]
+    assert Path(uploaded).is_file()  # Gradio stored it and told us where ...
+    with pytest.raises(Exception, match="not in the list of choices"):
+        generate(server, uploaded)  # ... but the loader only takes what the page lists
+    for path in ("/etc/passwd", str(evil), "../" + server["planted"]):
+        with pytest.raises(Exception, match="not in the list of choices"):
+            generate(server, path)
+    assert not server["marker"].exists()
+    assert "Generated 1 × **three**" in generate(server, server["pinned"], "three", 1)[2]  # still serving
+
+
+def test_bad_values_are_status_messages(server):
+    assert "steps must be between 1" in server["client"].predict(server["pinned"], "zero", "3", 0.0, "ddim", 5000, 0,
+                                                                  2, api_name="/generate")[2]
+    assert "seed must be an integer in [0, 2^64 - 1]" in server["client"].predict(
+        server["pinned"], "zero", "3", 0.0, "ddim", 5, -1, 1, api_name="/generate")[2]
+
+
+def test_binding_beyond_loopback_needs_allow_remote(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "diffusion.demo", "host=0.0.0.0", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: host=0.0.0.0 would expose the demo beyond this machine, without a login; "
+        "add allow_remote=true to do that on purpose"]
