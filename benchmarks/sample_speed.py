@@ -16,12 +16,13 @@ from hydra.utils import instantiate
 import diffusion  # noqa: F401
 from benchmarks.train_speed import CONF
 from diffusion.checkpoint import load_module
+from diffusion.runtime import config_options
 from diffusion.sample import newest_checkpoint
 
 
 def rate(module, sampler, n: int, guidance: float) -> float:
     """images/s for n class-balanced images in one batch (after a short warm-up)."""
-    labels = torch.arange(n) % 10
+    labels = torch.arange(n) % len(module.hparams.class_names)
     module.sample(labels[:8], sampler, guidance=guidance)  # warm-up: kernels for this precision/layout
     start = time.perf_counter()
     module.sample(labels, sampler, guidance=guidance)
@@ -36,7 +37,7 @@ def main() -> None:
     path = args.ckpt or newest_checkpoint()
     module = load_module(path)
     print(f"checkpoint {path} (T={module.schedule.timesteps}), batch {args.n}, threads {torch.get_num_threads()}")
-    for name in ("ddpm", "ddim", "dpm_solver"):
+    for name in config_options("sampler"):
         with initialize_config_dir(config_dir=CONF, version_base="1.3"):
             cfg = compose("sample", overrides=[f"sampler={name}", "out_dir=x"])
         steps = cfg.sampler.get("steps") or module.schedule.timesteps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 SEED_BITS = {"train": 32, "sample": 64}  # Lightning seeds numpy (32-bit); sampling seeds torch generators (64-bit)
@@ -38,3 +39,19 @@ def check_positive(value: Any, key: str) -> float:
     if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{key} must be a number > 0, got {value!r}")
     return float(value)
+
+
+def check_steps(steps: Any, timesteps: int, key: str = "sampler.steps", of: str = "the model's timesteps") -> int:
+    """Sampling steps: an integer in [1, T] (any subset of a T-step model's timesteps can be visited)."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= timesteps:
+        raise ConfigError(f"{key} must be an integer between 1 and {of} ({timesteps}), got {steps!r}")
+    return steps
+
+
+def check_choice(value: Any, choices: Iterable[str], key: str) -> str:
+    """One of a fixed set of names."""
+    names = sorted(choices)
+    if value not in names:
+        listed = " or ".join(map(repr, names)) if len(names) == 2 else "one of " + ", ".join(map(repr, names))
+        raise ConfigError(f"{key} must be {listed}, got {value!r}")
+    return value

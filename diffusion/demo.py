@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.utils import instantiate
 import torch
 from omegaconf import DictConfig
 from PIL import Image
 
 from diffusion.checkpoint import PRETRAINED_DIR, load_module
-from diffusion.images import grid_image, to_uint8
+from diffusion.images import grid_image
 from diffusion.module import DiffusionModule
-from diffusion.checks import check_guidance, check_seed
+from diffusion.checks import check_guidance, check_seed, check_steps
+from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
-from diffusion.samplers import SAMPLERS
+from diffusion.runtime import config_option, config_options
 
 SCALE = 4  # 32×32 samples shown at 128×128
 RUN_ROOTS = ("outputs", "multirun")
@@ -91,8 +93,8 @@ def describe(path: str, allowed: list[str]) -> str:
 
 
 def upscale(image: torch.Tensor) -> Image.Image:
-    """(1, H, W) in [-1, 1] -> greyscale PIL image, SCALE× with nearest neighbours."""
-    pil = Image.fromarray(to_uint8(image)[0].cpu().numpy())
+    """uint8 (1, H, W) -> greyscale PIL image, SCALE× with nearest neighbours."""
+    pil = Image.fromarray(image[0].numpy())
     return pil.resize((pil.width * SCALE, pil.height * SCALE), Image.NEAREST)
 
 
@@ -125,18 +127,16 @@ def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: 
         module = load(path, allowed())
         names = list(module.hparams.class_names)
         c = parse_prompt(prompt, names) if prompt and prompt.strip() else names.index(class_name)
-        n, steps, T = int(n or 0), int(steps or 0), module.schedule.timesteps
+        n, steps = int(n or 0), check_steps(int(steps or 0), module.schedule.timesteps, key="steps")
         if not 1 <= n <= max_images:
             raise ValueError(f"number of images must be between 1 and {max_images}, got {n}")
-        if not 1 <= steps <= T:
-            raise ValueError(f"steps must be between 1 and this model's T = {T}, got {steps}")
         guidance = check_guidance(guidance, "guidance", minimum=-1)
         seed = check_seed(int(seed or 0), "sample")
+        solver = instantiate(config_option("sampler", sampler), steps=steps)  # conf/sampler/<name>.yaml, as the CLIs
         frames: list[torch.Tensor] = []
         start = time.perf_counter()
-        images = module.sample(torch.full((n,), c), functools.partial(SAMPLERS[sampler], steps=steps),
-                               seed=seed, guidance=guidance,
-                               callback=lambda i, t, x, eps: frames.append(x[:1].float().cpu()))
+        images = generate_images(module, torch.full((n,), c), range(n), n, solver, guidance, seed,
+                                 callback=lambda i, t, x, eps: frames.append(x[:1].float().cpu()))
         seconds = time.perf_counter() - start
     except (ValueError, FileNotFoundError, FloatingPointError, KeyError, OverflowError) as err:
         return "", "", f"**Error:** {err}"  # Markdown: Gradio sanitises it
@@ -175,7 +175,7 @@ def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
                 cls = gr.Dropdown(names, value=names[0], label="Class", elem_id="class")
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
-                sampler = gr.Radio(list(SAMPLERS), value="dpm_solver", label="Sampler", elem_id="sampler")
+                sampler = gr.Radio(config_options("sampler"), value="dpm_solver", label="Sampler", elem_id="sampler")
                 steps = gr.Number(20, precision=0, label="Steps", elem_id="steps")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 n = gr.Number(4, precision=0, label=f"Number of images (max {max_images})", elem_id="n")

@@ -8,7 +8,6 @@ TorchScript file offline). Reference statistics of the test set are cached per d
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from torchmetrics.image.inception import InceptionScore
 from diffusion.classifier import DigitClassifier, evaluator_path, file_digest, load_classifier
 from diffusion.data import CLASS_NAMES, load_split
 from diffusion.files import atomic_write
+from diffusion.runtime import data_root
 
 FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
@@ -84,12 +84,12 @@ def real_images(root: str | Path, data: str) -> tuple[Tensor, Tensor]:
     return F.pad(images, (2, 2, 2, 2)).unsqueeze(1), labels
 
 
-def batches(x: Tensor, size: int, desc: str, show: bool = True) -> Iterator[Tensor]:
+def batches(x: Tensor, size: int, desc: str) -> Iterator[Tensor]:
     """x in chunks of `size`, with a progress bar when there is more than one chunk."""
     from tqdm import tqdm
 
     chunks = x.split(size)
-    return iter(tqdm(chunks, desc=desc, unit="batch", leave=False, disable=not show or len(chunks) < 2))
+    return iter(tqdm(chunks, desc=desc, unit="batch", leave=False, disable=len(chunks) < 2))
 
 
 def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
@@ -109,24 +109,23 @@ def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
 
 
 def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None = None, inception: bool = False,
-             inception_weights: str | None = None, batch_size: int = 500, rank: int = 0) -> dict[str, Any]:
+             inception_weights: str | None = None, batch_size: int = 500) -> dict[str, Any]:
     """FID/IS/accuracy of uint8 images (N, 1, 32, 32) generated for `labels`, against the test set of `data`.
 
-    Under torch.distributed every rank passes its share; torchmetrics sums the statistics across ranks, so
-    only rank 0 holds the reference (real-image) statistics. The test set is read only if a cache misses.
+    Purely local: no metric syncs across processes (a caller that splits generation across ranks gathers the
+    images first). The test set is read only if the cached reference statistics miss.
     """
-    root = Path(root or os.environ.get("DIFFUSION_DATA", "data"))
+    root = Path(root or data_root())
     net, meta = load_classifier(root, data)
-    fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False)
+    local = {"sync_on_compute": False}
+    fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False, **local)
     with warnings.catch_warnings():  # its memory warning: 10 logits per image here, a few MB at most
         warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
-        score = InceptionScore(feature=Precomputed(net.head[-1].out_features), splits=10)
-    acc, per_class = MulticlassAccuracy(10, average="micro"), MulticlassAccuracy(10, average=None)
-    confusion = MulticlassConfusionMatrix(10)
-    if rank == 0:
-        cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
-        with_reference(fid, cache, key,
-                       lambda: (classify(net, x)[0] for x in real_images(root, data)[0].split(batch_size)))
+        score = InceptionScore(feature=Precomputed(net.head[-1].out_features), splits=10, **local)
+    acc, per_class = MulticlassAccuracy(10, average="micro", **local), MulticlassAccuracy(10, average=None, **local)
+    confusion = MulticlassConfusionMatrix(10, **local)
+    cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
+    with_reference(fid, cache, key, lambda: (classify(net, x)[0] for x in real_images(root, data)[0].split(batch_size)))
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
         features, logits = classify(net, x)
         fid.update(features, real=False)
@@ -142,46 +141,22 @@ def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None 
            "per_class_accuracy": per_class.compute().tolist(), "confusion": table.tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
-        out["fid_inception"] = inception_fid(images, data, root, inception_weights, rank)
+        out["fid_inception"] = inception_fid(images, data, root, inception_weights)
     return out
 
 
-def inception_fid(images: Tensor, data: str, root: Path, weights: str | None, rank: int = 0,
-                  batch: int = 50) -> float:
+def inception_fid(images: Tensor, data: str, root: Path, weights: str | None, batch: int = 50) -> float:
     """Standard FID (Inception-v3 pool features) of uint8 images against the test set; reference cached."""
     weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
     extract = inception_extractor(weights)
-    fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False)
-    if rank == 0:
-        key = file_digest(Path(weights)) if weights else "torchmetrics"
-        test_set = "Inception features (test set)"
-        with_reference(fid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key,
-                       lambda: map(extract, batches(real_images(root, data)[0], batch, test_set)))
-    for x in batches(images, batch, "Inception features (samples)", show=rank == 0):
+    fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
+    key = file_digest(Path(weights)) if weights else "torchmetrics"
+    test_set = "Inception features (test set)"
+    with_reference(fid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key,
+                   lambda: map(extract, batches(real_images(root, data)[0], batch, test_set)))
+    for x in batches(images, batch, "Inception features (samples)"):
         fid.update(extract(x), real=False)
     return fid.compute().item()
-
-
-def balanced_labels(n: int, classes: list[int]) -> Tensor:
-    """Label i is classes[i mod len(classes)]: balanced, and the same for every batch size."""
-    return torch.tensor([classes[i % len(classes)] for i in range(n)])
-
-
-def generate_for_eval(module: Any, n: int, sampler: Any, guidance: float, seed: int = 0, batch_size: int = 500,
-                      rank: int = 0, world: int = 1) -> tuple[Tensor, Tensor]:
-    """This rank's share (images i ≡ rank mod world) of n class-balanced samples: uint8 (m, 1, 32, 32), labels."""
-    from tqdm import tqdm
-
-    from diffusion.images import to_uint8
-
-    mine = list(range(rank, n, world))
-    labels, out = balanced_labels(n, list(range(len(module.hparams.class_names))))[mine], []
-    for start in tqdm(range(0, len(mine), batch_size), desc=f"eval samples (ω={guidance})", unit="batch",
-                      leave=False, disable=rank > 0):
-        idx = mine[start : start + batch_size]
-        out.append(to_uint8(module.sample(labels[start : start + len(idx)], sampler, seed=seed, indices=idx,
-                                          guidance=guidance)).cpu())
-    return torch.cat(out), labels
 
 
 def default_inception_weights(root: str | Path) -> str | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusion.files import atomic_write
+from diffusion.runtime import data_root
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # SHA-256 of the canonical uncompressed IDX files (same bytes whichever source or compression they came in).
@@ -195,7 +196,7 @@ def fetch(root: str | Path, name: str, log: Callable[[str], None] = print) -> st
 def main(argv: list[str] | None = None) -> int:
     """Command line: fetch and verify the requested data sets."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("DIFFUSION_DATA", "data"), help="data folder (default: data)")
+    parser.add_argument("--root", default=data_root(), help="data folder (default: $DIFFUSION_DATA or data)")
     parser.add_argument("datasets", nargs="*", help="mnist and/or fashion (default: both)")
     args = parser.parse_args(argv)
     unknown = set(args.datasets) - set(FOLDER)

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from diffusion.checks import check_choice
 from diffusion.samplers import sample_generators
 from diffusion.schedule import NoiseSchedule
 
@@ -53,11 +54,11 @@ class DiffusionModule(L.LightningModule):
         super().__init__()
         net, schedule, optimizer, lr_scheduler, sampler = map(plain, (net, schedule, optimizer, lr_scheduler, sampler))
         class_names = list(class_names)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        check_choice(loss, LOSSES, "loss")
         self.save_hyperparameters()
         self.net = instantiate(net, num_classes=len(class_names), null_class=p_uncond > 0)
         self.schedule: NoiseSchedule = instantiate(schedule)
+        self.image_shape: tuple[int, int, int] = tuple(self.net.image_shape)  # (C, H, W): what sampling draws
         self.null_label = len(class_names) if p_uncond > 0 else -1
         self.channels_last = channels_last
         self.last_loss = float("nan")
@@ -129,6 +130,7 @@ class DiffusionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
+            kwargs.setdefault("shape", self.image_shape)
             with self.autocast():
                 return sampler(self, self.schedule, labels.to(self.device), sample_generators(seed, indices),
                                guidance=guidance, null_label=self.null_label, **kwargs).float().clamp(-1, 1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,15 +13,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
-from tqdm import tqdm
 
 from diffusion.checkpoint import load_module
-from diffusion.checks import check_guidance, check_seed
-from diffusion.evaluation import balanced_labels
+from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.files import atomic_write
-from diffusion.images import grid_image, save_grid, to_uint8
+from diffusion.generate import balanced_labels, generate
+from diffusion.images import grid_image, save_grid
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
+from diffusion.runtime import data_root
 from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
 MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
@@ -67,14 +66,17 @@ class Sampling:
         self.sampler = instantiate(cfg.sampler)
         self.guidance = module.hparams.guidance if cfg.guidance is None else float(cfg.guidance)
         self.tracer = Tracer() if cfg.trace else None
-        self.shape = tuple(module.net.inp.weight.shape[1:2]) + (32, 32)
+        self.shape = module.image_shape
+
+    def hook(self, callback: Any = None) -> Any:
+        """The sampler callback: `callback` and the tracer, whichever are set."""
+        hooks = [h for h in (callback, self.tracer) if h]
+        return (lambda *a: [h(*a) for h in hooks]) if hooks else None
 
     def generate(self, labels: Tensor, indices: list[int], callback: Any = None, x_T: Tensor | None = None) -> Tensor:
-        """Images for labels; sample i seeded by (seed, indices[i])."""
-        hooks = [h for h in (callback, self.tracer) if h]
-        hook = (lambda *a: [h(*a) for h in hooks]) if hooks else None
+        """Images in [-1, 1] for labels, in one batch; sample i seeded by (seed, indices[i])."""
         return self.module.sample(labels, self.sampler, seed=self.cfg.seed, indices=indices, guidance=self.guidance,
-                                  callback=hook, x_T=x_T, shape=self.shape)
+                                  callback=self.hook(callback), x_T=x_T)
 
     def classes(self) -> list[int]:
         """The prompted class, or all classes."""
@@ -130,7 +132,7 @@ def mode_forward(s: Sampling, out: Path) -> list[Path]:
     """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
     from diffusion.data import load_split, to_model_range
 
-    images, labels = load_split(os.environ.get("DIFFUSION_DATA", "data"), s.module.hparams.data_name, train=False)
+    images, labels = load_split(data_root(), s.module.hparams.data_name, train=False)
     classes = s.classes()[: s.cfg.n_progression]
     x0 = to_model_range(torch.stack([images[(labels == c).nonzero()[0, 0]] for c in classes]))
     T = s.module.schedule.timesteps
@@ -150,22 +152,22 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
     """num_samples images to samples.npz (uint8 (N, H, W), labels), optionally PNGs; Ctrl-C keeps what is done."""
-    n, bs, classes = s.cfg.num_samples, s.cfg.batch_size, s.classes()
+    n, classes = s.cfg.num_samples, s.classes()
     labels = balanced_labels(n, classes)
     npz, png_dir = out / "samples.npz", out / "png"
     done: list[np.ndarray] = []
     if s.cfg.png_dir:
         png_dir.mkdir(parents=True, exist_ok=True)
+
+    def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
+        done.append(images.numpy()[:, 0])
+        _save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
+        for i, img in zip(idx, done[-1]) if s.cfg.png_dir else ():
+            Image.fromarray(img).save(png_dir / f"{i:05d}_{int(labels[i])}.png")
+
     try:
-        with tqdm(total=n, desc="sampling", unit="img", file=sys.stderr) as bar:
-            for start in range(0, n, bs):
-                idx = list(range(start, min(n, start + bs)))
-                batch = to_uint8(s.generate(labels[idx], idx)).cpu().numpy()[:, 0]
-                done.append(batch)
-                _save_npz(npz, np.concatenate(done), labels[: start + len(idx)].numpy())
-                for i, img in zip(idx, batch) if s.cfg.png_dir else ():
-                    Image.fromarray(img).save(png_dir / f"{i:05d}_{int(labels[i])}.png")
-                bar.update(len(idx))
+        generate(s.module, labels, range(n), s.cfg.batch_size, s.sampler, s.guidance, s.cfg.seed, desc="sampling",
+                 on_batch=save, callback=s.hook())
     except KeyboardInterrupt:
         count = sum(len(b) for b in done)
         print(f"interrupted: {count} complete images saved in {npz}", file=sys.stderr)
@@ -213,7 +215,7 @@ def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path, extra: d
     from diffusion.evaluation import evaluate, format_table, write_metrics
 
     saved = np.load(npz)
-    root = os.environ.get("DIFFUSION_DATA", "data")
+    root = data_root()
     metrics = evaluate(torch.from_numpy(saved["images"]).unsqueeze(1), torch.from_numpy(saved["labels"]), data, root,
                        eval_cfg.inception, eval_cfg.inception_weights,
                        eval_cfg.batch_size)
@@ -230,9 +232,8 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     if cfg.guidance is not None:
         check_guidance(cfg.guidance, "guidance", minimum=-1)
     check_seed(cfg.seed, "sample")
-    T, steps = module.schedule.timesteps, cfg.sampler.get("steps")
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ValueError(f"sampler.steps must be an integer between 1 and the model's timesteps ({T}), got {steps!r}")
+    if cfg.sampler.get("steps") is not None:
+        check_steps(cfg.sampler.steps, module.schedule.timesteps)
     for key in ("num_samples", "batch_size", "n_per_class", "n_progression"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
@@ -243,7 +244,7 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
 
         if cfg.mode != "bulk":
             raise ValueError("evaluate=true needs mode=bulk (it scores the bulk samples)")
-        load_classifier(os.environ.get("DIFFUSION_DATA", "data"), module.hparams.data_name)
+        load_classifier(data_root(), module.hparams.data_name)
 
 
 def run(cfg: DictConfig) -> list[Path]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from diffusion.checks import check_steps
 from diffusion.schedule import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -30,6 +31,16 @@ def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator
 def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
     """Stack of standard normal draws, one per generator: (B, *shape)."""
     return torch.stack([torch.randn(*shape, generator=g) for g in generators]).to(device)
+
+
+def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int] | None, device: torch.device,
+                  x_T: Tensor | None = None) -> Tensor:
+    """x_T: the given one, or a per-sample N(0, I) draw of `shape` (C, H, W), which the model supplies."""
+    if x_T is not None:
+        return x_T
+    if shape is None:
+        raise ValueError("a sampler needs the image shape (C, H, W) or x_T; DiffusionModule.sample passes its own")
+    return per_sample_randn(generators, shape, device)
 
 
 def guided_eps(model: Denoiser, x: Tensor, t: Tensor, labels: Tensor, guidance: float, null_label: int) -> Tensor:
@@ -57,8 +68,7 @@ def clip_x0(x0: Tensor, mode: str, percentile: float = 0.995) -> Tensor:
 
 def respaced_timesteps(timesteps: int, steps: int) -> list[int]:
     """`steps` evenly spaced training timesteps from T−1 down to 0 (respacing, Nichol & Dhariwal 2021, §4)."""
-    if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be between 1 and the model's timesteps ({timesteps}), got {steps}")
+    check_steps(steps, timesteps, key="steps")
     return torch.linspace(timesteps - 1, 0, steps).round().long().tolist()
 
 
@@ -101,12 +111,12 @@ def _denoise(model, schedule, x, t, labels, guidance, clip, null_label):
 @torch.no_grad()
 def ddpm_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] = (1, 32, 32), steps: int | None = None, guidance: float = 0.0, clip: str = "none",
+    shape: Sequence[int] | None = None, steps: int | None = None, guidance: float = 0.0, clip: str = "none",
     sigma: str = "posterior", null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
     """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t or β_t."""
     ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
-    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    x = initial_noise(generators, shape, labels.device, x_T)
     for i, t in enumerate(ts):
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
@@ -124,12 +134,12 @@ def ddpm_sample(
 @torch.no_grad()
 def ddim_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] = (1, 32, 32), steps: int = 50, eta: float = 0.0, guidance: float = 0.0, clip: str = "none",
+    shape: Sequence[int] | None = None, steps: int = 50, eta: float = 0.0, guidance: float = 0.0, clip: str = "none",
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
     """DDIM, x_prev = √ᾱ_prev·x̂_0 + √(1−ᾱ_prev−σ²)·ε̃ + σ·z (Song et al. 2021, eq. 12); η=0 is deterministic."""
     ts = respaced_timesteps(schedule.timesteps, steps)
-    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    x = initial_noise(generators, shape, labels.device, x_T)
     for i, t in enumerate(ts):
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
@@ -145,12 +155,12 @@ def ddim_sample(
 @torch.no_grad()
 def dpm_solver_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] = (1, 32, 32), steps: int = 20, guidance: float = 0.0, clip: str = "none",
+    shape: Sequence[int] | None = None, steps: int = 20, guidance: float = 0.0, clip: str = "none",
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M), multistep 2nd order in data prediction (Lu et al. 2022, Alg. 2); last step 1st order to x_0."""
     ts = log_snr_timesteps(schedule, steps)
-    x = per_sample_randn(generators, shape, labels.device) if x_T is None else x_T
+    x = initial_noise(generators, shape, labels.device, x_T)
     alpha = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
     sigma = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731
     lam = lambda t: torch.log(alpha(t) / sigma(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
@@ -171,9 +181,6 @@ def dpm_solver_sample(
             x0_prev, h_prev = x0, h
         _finish_step(x, i, t, eps, callback)
     return x
-
-
-SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm_solver": dpm_solver_sample}
 
 
 def sampler_name(target: str) -> str:

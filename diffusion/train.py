@@ -15,7 +15,9 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
-from diffusion.checks import ConfigError, check_guidance, check_positive, check_seed, is_number
+from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
+                              is_number)
+from diffusion.module import LOSSES
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -29,11 +31,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.guidance > 0 and cfg.p_uncond == 0:
         raise ConfigError("guidance > 0 needs p_uncond > 0 "
                           "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
-    steps = cfg.sampler.get("steps")
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ConfigError(f"sampler.steps must be an integer between 1 and timesteps ({T}), got {steps!r}")
-    if cfg.loss not in ("mse", "l1"):
-        raise ConfigError(f"loss must be 'mse' or 'l1', got {cfg.loss!r}")
+    if cfg.sampler.get("steps") is not None:
+        check_steps(cfg.sampler.steps, T, of="timesteps")
+    check_choice(cfg.loss, LOSSES, "loss")
     check_seed(cfg.seed, "train")
     if "lr" in cfg.optim:
         check_positive(cfg.optim.lr, "optim.lr")
@@ -118,23 +118,27 @@ def finish_wandb(loggers: list) -> None:
 def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
     """Score eval.num_samples samples per evaluated ω -> metrics.json, loggers and a printed table.
 
-    Every rank samples its share (image i on rank i mod world); torchmetrics gathers the statistics.
+    Every rank generates its share (image i on rank i mod world); rank 0 gathers them and scores them all.
     """
-    from diffusion.evaluation import evaluate, format_table, generate_for_eval, write_metrics
+    from diffusion.evaluation import evaluate, format_table, write_metrics
+    from diffusion.generate import balanced_labels, generate
     from diffusion.samplers import sampler_name
 
-    sampler, root = instantiate(cfg.sampler), cfg.data.root
+    sampler, root, n = instantiate(cfg.sampler), cfg.data.root, cfg.eval.num_samples
+    rank, world = trainer.global_rank, trainer.world_size
+    labels, mine = balanced_labels(n, range(len(module.hparams.class_names))), list(range(rank, n, world))
     guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
     scalars: dict[str, Any] = {}
     for w in guidances:
-        images, labels = generate_for_eval(module, cfg.eval.num_samples, sampler, w, cfg.seed, cfg.eval.batch_size,
-                                           rank=trainer.global_rank, world=trainer.world_size)
-        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, cfg.eval.inception_weights,
-                     cfg.eval.batch_size, rank=trainer.global_rank)
-        m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
-                 sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
+        share = generate(module, labels[mine], mine, cfg.eval.batch_size, sampler, w, cfg.seed,
+                         desc=f"eval samples (ω={w})" if trainer.is_global_zero else None)
+        images = gather_shares(share, n, world)
         if not trainer.is_global_zero:
             continue
+        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, cfg.eval.inception_weights,
+                     cfg.eval.batch_size)
+        m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
+                 sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
         out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
         out.mkdir(parents=True, exist_ok=True)
         print(f"ω = {w}: " + format_table(m))
@@ -146,6 +150,20 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()
     return scalars
+
+
+def gather_shares(share: torch.Tensor, n: int, world: int) -> torch.Tensor:
+    """All n images in index order on every rank, from each rank's share (image i made on rank i mod world)."""
+    if world == 1:
+        return share
+    import torch.distributed as dist
+
+    shares: list[Any] = [None] * world
+    dist.all_gather_object(shares, share)  # between this run's own processes
+    full = torch.empty((n, *share.shape[1:]), dtype=share.dtype)
+    for r, part in enumerate(shares):
+        full[r::world] = part
+    return full
 
 
 def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:

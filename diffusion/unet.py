@@ -111,6 +111,7 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes, self.null_class = num_classes, null_class
+        self.image_shape = (in_channels, image_size, image_size)  # (C, H, W) the network denoises
         self.emb_dim = emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).

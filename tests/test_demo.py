@@ -95,6 +95,6 @@ def test_requesting_a_class_returns_images_of_the_right_size(page):
 
 def test_bad_input_shows_a_message_and_the_server_keeps_serving(page):
     assert "unknown prompt 'banana'" in request(page, "banana")
-    assert "steps must be between 1 and this model's T = 100" in request(page, "3", steps=5000)
+    assert "steps must be an integer between 1 and the model's timesteps (100)" in request(page, "3", steps=5000)
     assert "number of images must be between 1 and 16" in request(page, "3", n=500)
     assert "Generated 1 × three" in request(page, "three", n=1)

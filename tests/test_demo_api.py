@@ -116,10 +116,12 @@ def test_an_uploaded_file_never_reaches_the_loader(server):
 
 
 def test_bad_values_are_status_messages(server):
-    assert "steps must be between 1" in server["client"].predict(server["pinned"], "zero", "3", 0.0, "ddim", 5000, 0,
-                                                                  2, api_name="/generate")[2]
-    assert "seed must be an integer in [0, 2^64 - 1]" in server["client"].predict(
-        server["pinned"], "zero", "3", 0.0, "ddim", 5, -1, 1, api_name="/generate")[2]
+    def status(steps: int, seed: int) -> str:
+        return server["client"].predict(server["pinned"], "zero", "3", 0.0, "ddim", steps, seed, 1,
+                                        api_name="/generate")[2]
+
+    assert "steps must be an integer between 1 and the model's timesteps (100), got 5000" in status(5000, 0)
+    assert "seed must be an integer in [0, 2^64 - 1], got -1" in status(5, -1)
 
 
 def test_binding_beyond_loopback_needs_allow_remote(tmp_path):
