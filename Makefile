@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install data evaluators inception browser train test demo bench bench-sample clean
+.PHONY: help install data evaluators inception browser train test test-fast demo bench bench-sample clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,7 +44,10 @@ browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere t
 test: evaluators browser  ## run the whole test suite
 	$(BIN)/python -m pytest -q tests
 
-demo: $(STAMP)  ## web demo of the newest checkpoint on http://127.0.0.1:7860 (Ctrl-C to stop)
+test-fast: evaluators  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+demo: $(STAMP)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)
 	$(BIN)/python -m diffusion.demo
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop

@@ -34,8 +34,9 @@ TARGETS = {
     "schedule": re.compile(r"diffusion\.schedule\.NoiseSchedule"),
     "sampler": re.compile(r"diffusion\.samplers\.\w+_sample"),
     "optimizer": re.compile(r"torch\.optim\.[A-Z]\w*"),
-    "lr_scheduler": re.compile(r"torch\.optim\.lr_scheduler\.[A-Z]\w*|diffusion\.module\.warmup_cosine"),
+    "lr_scheduler.scheduler": re.compile(r"torch\.optim\.lr_scheduler\.[A-Z]\w*|diffusion\.module\.warmup_cosine"),
 }
+TARGETS["lr_scheduler"] = TARGETS["lr_scheduler.scheduler"]  # checkpoints written before the scheduler settings
 
 
 class CheckpointError(ValueError):
@@ -83,9 +84,8 @@ def _check_targets(path: Path, hparams: dict[str, Any]) -> None:
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             target = node.get("_target_")
-            top = where.split(".")[0]
-            if target is not None and (where != top or top not in TARGETS or not isinstance(target, str)
-                                       or not TARGETS[top].fullmatch(target)):
+            if target is not None and (where not in TARGETS or not isinstance(target, str)
+                                       or not TARGETS[where].fullmatch(target)):
                 raise CheckpointError(path, f"hyper-parameter {where}._target_={str(target)[:60]!r} is not allowed")
             for key, value in node.items():
                 walk(value, f"{where}.{key}" if where else str(key))

@@ -50,7 +50,7 @@ def check_steps(steps: Any, timesteps: int, key: str = "sampler.steps", of: str 
 
 def check_choice(value: Any, choices: Iterable[str], key: str) -> str:
     """One of a fixed set of names."""
-    names = sorted(choices)
+    names = list(choices)
     if value not in names:
         listed = " or ".join(map(repr, names)) if len(names) == 2 else "one of " + ", ".join(map(repr, names))
         raise ConfigError(f"{key} must be {listed}, got {value!r}")

@@ -55,7 +55,7 @@ class DigitClassifier(nn.Module):
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training with light random shifts (the digits sit in a 2-pixel border)."""
 
-    def __init__(self, lr: float = 2e-3, epochs: int = 4) -> None:
+    def __init__(self, lr: float = 2e-3) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = DigitClassifier()
@@ -83,7 +83,7 @@ def train_classifier(data: str, root: str | Path, epochs: int | None = None, see
     L.seed_everything(seed, verbose=False)
     epochs = epochs or EPOCHS[data]
     dm = DigitsDataModule(name=data, root=str(root), batch_size=128, val_size=1)
-    module = ClassifierModule(epochs=epochs)
+    module = ClassifierModule()
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", precision=cpu_precision(), logger=False,
                         enable_checkpointing=False, limit_val_batches=0, enable_model_summary=False)
     trainer.fit(module, datamodule=dm)

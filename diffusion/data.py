@@ -59,7 +59,6 @@ class DigitsDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.name, self.root, self.batch_size, self.num_workers = name, root, batch_size, num_workers
         self.class_names = CLASS_NAMES[name]
-        self.num_classes, self.image_shape = 10, (1, 32, 32)
 
     def prepare_data(self) -> None:
         """Fail fast with a clear message if the data has not been fetched (never downloads)."""

@@ -104,12 +104,10 @@ class DiffusionModule(L.LightningModule):
         opt = instantiate(self.hparams.optimizer)(params=self.parameters())  # optimizer configs are `_partial_: true`
         if not self.hparams.lr_scheduler:
             return opt
-        factory = instantiate(self.hparams.lr_scheduler)  # scheduler configs are `_partial_: true`
-        if factory.func is warmup_cosine:
-            sched = factory(opt, total_steps=int(self.trainer.estimated_stepping_batches))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        sched = factory(opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+        settings = dict(self.hparams.lr_scheduler)  # {scheduler: <partial>, interval, monitor, ..., total_steps}
+        factory = instantiate(settings.pop("scheduler"))
+        extra = {"total_steps": int(self.trainer.estimated_stepping_batches)} if settings.pop("total_steps", 0) else {}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": factory(opt, **extra), **settings}}
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CPUs that have it (as in training); a no-op elsewhere."""

@@ -92,7 +92,10 @@ def _finish_step(x: Tensor, step: int, t: int, eps: Tensor, callback: StepCallba
 
 
 def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int, x: Tensor) -> tuple[Tensor, Tensor]:
-    """ᾱ at the current visited step and at the next one (1 after the last: x_0 is noise-free)."""
+    """ᾱ at the current visited step and at the next one (1 after the last: x_0 is noise-free).
+
+    The samplers' scalar coefficients are computed from these float32 buffer values; the images stay float32.
+    """
     return schedule.alpha_bar[ts[i]], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
 
 
@@ -144,10 +147,10 @@ def ddim_sample(
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         # σ_t(η) (Song et al. 2021, eq. 16)
-        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        sigma_eta = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma_eta**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(ts):
-            x = x + sigma * per_sample_randn(generators, x.shape[1:], x.device)
+            x = x + sigma_eta * per_sample_randn(generators, x.shape[1:], x.device)
         _finish_step(x, i, t, eps, callback)
     return x
 
@@ -161,9 +164,9 @@ def dpm_solver_sample(
     """DPM-Solver++(2M), multistep 2nd order in data prediction (Lu et al. 2022, Alg. 2); last step 1st order to x_0."""
     ts = log_snr_timesteps(schedule, steps)
     x = initial_noise(generators, shape, labels.device, x_T)
-    alpha = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
-    sigma = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731
-    lam = lambda t: torch.log(alpha(t) / sigma(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
+    alpha_t = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
+    sigma_t = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731  σ_t of the VP-SDE
+    lam = lambda t: torch.log(alpha_t(t) / sigma_t(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
     x0_prev, h_prev = None, None
     for i, t in enumerate(ts):
         eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
@@ -177,7 +180,7 @@ def dpm_solver_sample(
             else:
                 r = h_prev / h  # 2. multistep 2nd-order correction D_i (Alg. 2, lines 6–8)
                 d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            x = ((sigma(s) / sigma(t)) * x - alpha(s) * torch.expm1(-h) * d).float()
+            x = ((sigma_t(s) / sigma_t(t)) * x - alpha_t(s) * torch.expm1(-h) * d).float()
             x0_prev, h_prev = x0, h
         _finish_step(x, i, t, eps, callback)
     return x

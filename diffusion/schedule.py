@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+BETA_SCHEDULES: dict[str, Callable[..., Tensor]] = {}
 
+
+def beta_schedule(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Register `<kind>_betas` as schedule `kind`: a new schedule is one such function and conf/schedule/<kind>.yaml."""
+    BETA_SCHEDULES[fn.__name__.removesuffix("_betas")] = fn
+    return fn
+
+
+@beta_schedule
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
     """β_t evenly spaced from beta_start to beta_end (Ho et al. 2020, §4), float64."""
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
+@beta_schedule
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """β_t = 1 − ᾱ_t/ᾱ_{t−1} with ᾱ from f(t)=cos²(((t/T)+s)/(1+s)·π/2), clipped (Nichol & Dhariwal 2021, eq. 17)."""
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
-
-
-BETA_SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 
 
 class NoiseSchedule(nn.Module):
@@ -47,9 +55,6 @@ class NoiseSchedule(nn.Module):
             "sqrt_one_minus_alpha_bar": (1 - alpha_bar).sqrt(),
             # β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t)·β_t (Ho et al. 2020, eq. 7)
             "posterior_variance": betas * (1 - alpha_bar_prev) / (1 - alpha_bar),
-            # μ̃_t = c0·x_0 + ct·x_t (Ho et al. 2020, eq. 7)
-            "posterior_mean_coef_x0": betas * alpha_bar_prev.sqrt() / (1 - alpha_bar),
-            "posterior_mean_coef_xt": (1 - alpha_bar_prev) * alphas.sqrt() / (1 - alpha_bar),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value.float(), persistent=False)
@@ -67,9 +72,5 @@ class NoiseSchedule(nn.Module):
         return self.gather(self.sqrt_alpha_bar, t) * x0 + self.gather(self.sqrt_one_minus_alpha_bar, t) * noise
 
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        """x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, eq. 4 solved for x_0."""
+        """x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, eq. 4 solved for x_0 (per-sample t; the samplers use scalar t)."""
         return (x_t - self.gather(self.sqrt_one_minus_alpha_bar, t) * eps) / self.gather(self.sqrt_alpha_bar, t)
-
-    def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        """μ̃_t(x_t, x_0) (Ho et al. 2020, eq. 7)."""
-        return self.gather(self.posterior_mean_coef_x0, t) * x0 + self.gather(self.posterior_mean_coef_xt, t) * x_t

@@ -1,5 +1,6 @@
 """Every config group composes and instantiates; the primary configs resolve."""
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -91,3 +92,24 @@ def test_loggers_instantiate_without_prompting(option, tmp_path, monkeypatch):
 
         assert os.environ["WANDB_MODE"] == "offline"
         assert loggers[0]._offline
+
+
+def readme_section(title: str) -> str:
+    text = (Path(CONF).parent / "README.md").read_text()
+    start = text.index(f"## {title}")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_config_tree_lists_every_group_and_option():
+    tree = readme_section("Configuration")
+    listed = {m[1]: sorted(o.strip() for o in m[2].split(","))
+              for m in re.finditer(r"^[├└]── (\w+)/\s+# ([\w, ]+?)(?:\s+->.*)?$", tree, re.M)}
+    assert listed == {g: options(g) for g in GROUPS}
+    for primary in Path(CONF).glob("*.yaml"):
+        assert f"── {primary.name}" in tree
+
+
+def test_readme_package_layout_names_every_module():
+    layout = readme_section("Configuration").split("Package layout", 1)[1]
+    modules = {p.name for p in (Path(CONF).parent / "diffusion").glob("*.py")} - {"__init__.py"}
+    assert modules <= set(re.findall(r"`(\w+\.py)`", layout))

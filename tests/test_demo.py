@@ -12,6 +12,8 @@ import pytest
 
 from conftest import DATA, ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
+
 pytest.importorskip("gradio", reason="demo extra not installed (pip install '.[demo]')")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install '.[demo]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

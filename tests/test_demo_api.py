@@ -15,6 +15,8 @@ import pytest
 from conftest import DATA, ROOT
 from test_safety import hostile_files
 
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
+
 pytest.importorskip("gradio", reason="demo extra not installed (pip install '.[demo]')")
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -99,6 +99,7 @@ def test_inception_wrapper_feeds_3x299_in_the_expected_range(tmp_path):
     assert out[1, :4].tolist() == pytest.approx([0.9921875, 0.9921875, 3.0, 299.0], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_sample_py_bulk_evaluate_writes_metrics(tiny_ckpt, tmp_path):
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
                   "mode=bulk", "num_samples=30", "evaluate=true", "sampler.steps=4")
@@ -108,11 +109,13 @@ def test_sample_py_bulk_evaluate_writes_metrics(tiny_ckpt, tmp_path):
     assert "class accuracy" in r.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_needs_bulk_mode(tiny_ckpt, tmp_path):
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "evaluate=true")
     assert r.returncode == 1 and r.stderr.strip() == "error: evaluate=true needs mode=bulk (it scores the bulk samples)"
 
 
+@pytest.mark.slow
 def test_missing_evaluator_fails_before_training(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(__import__("conftest").DATA / "MNIST", data / "MNIST")

@@ -18,6 +18,8 @@ from diffusion.data import DigitsDataModule
 from diffusion.fetch import DataError, FILES, raw_dir
 from diffusion.files import atomic_write
 
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
+
 
 class Payload:
     """A pickle whose loading would create `marker` (what a hostile checkpoint does)."""

@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import ROOT, run_entry
 
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
+
 FAST = ["sampler.steps=5"]
 
 

@@ -65,7 +65,7 @@ def test_q_sample_then_predict_x0_roundtrip():
     assert torch.allclose(s.predict_x0(s.q_sample(x0, t, noise), t, noise), x0, atol=1e-3)
 
 
-@pytest.mark.parametrize("bad", [dict(timesteps=0), dict(timesteps=-3), dict(kind="sigmoid")])
+@pytest.mark.parametrize("bad", [dict(timesteps=0), dict(timesteps=-3), dict(kind="no_such_schedule")])
 def test_bad_schedule_arguments_raise(bad):
     with pytest.raises(ValueError):
         NoiseSchedule(**{"timesteps": 10, "kind": "linear", **bad})

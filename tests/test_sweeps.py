@@ -4,8 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, compose_cfg, run_entry
 from diffusion.report import collect
+
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
 TINY = ["debug=ablation", "trainer.max_steps=20", "eval.num_samples=40", "callbacks.progress=null", "logger=csv"]
 

@@ -14,6 +14,8 @@ from conftest import DATA, ROOT, run_entry
 from diffusion.module import NonFiniteLossError
 from diffusion.train import train
 
+pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
+
 FAST = ["debug=fast", "callbacks.progress=null"]
 
 
@@ -114,7 +116,7 @@ def test_unwritable_output_directory_gets_one_line(script):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("schedule=sigmoid", "Could not find 'schedule/sigmoid'"),
+    ("schedule=no_such_schedule", "Could not find 'schedule/no_such_schedule'"),
     ("model=huge", "Could not find 'model/huge'"),
     ("learning_rate=3", "Could not override 'learning_rate'"),
 ])
