@@ -1,8 +1,10 @@
-"""MNIST / Fashion-MNIST as a LightningDataModule: 28×28 padded to 32×32, pixels in [-1, 1]."""
+"""Any registered image data set (conf/data/<name>.yaml) as a LightningDataModule: padded, pixels in [-1, 1]."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -10,71 +12,71 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
-from diffusion.fetch import FOLDER, DataError, raw_dir, verified
-
-CLASS_NAMES = {
-    "mnist": ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
-    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
-}
+from diffusion.datasets import DataError, DataSpec, raw_dir, read_split
+from diffusion.fetch import verified
 
 
 class DataMissingError(FileNotFoundError):
-    """The raw files are not where torchvision expects them."""
+    """The raw files are not where the data set's spec says."""
 
 
 def to_model_range(images: Tensor, pad: int = 2) -> Tensor:
-    """uint8 (N, 28, 28) -> float (N, 1, 32, 32) in [-1, 1]; the border is background (-1)."""
-    x = images.float().div(127.5).sub(1).unsqueeze(1)  # [0, 255] -> [-1, 1]
+    """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H + 2·pad, W + 2·pad) in [-1, 1]; the border is -1."""
+    x = images.float().div(127.5).sub(1)  # [0, 255] -> [-1, 1]
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
     return F.pad(x, (pad, pad, pad, pad), value=-1.0)
 
 
-def load_split(root: str | Path, name: str, train: bool) -> tuple[Tensor, Tensor]:
-    """Verify, then read the raw files with torchvision (download=False): uint8 images (N, 28, 28), labels (N,)."""
-    from torchvision import datasets
-
-    if name not in FOLDER:
-        raise ValueError(f"data name must be one of {sorted(FOLDER)}, got {name!r}")
-    if not all((raw_dir(root, name) / f).is_file() for f in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")):
-        raise DataMissingError(f"{name} data not found under {Path(root).resolve()}; run `make data` to fetch it")
+def load_split(root: str | Path, data: str | Mapping[str, Any] | DataSpec, train: bool) -> tuple[Tensor, Tensor]:
+    """Verify (once per process), then read one split: uint8 images (N, H, W[, C]) and int64 labels (N,)."""
+    spec = DataSpec.of(data)
+    folder = raw_dir(root, spec)
+    if not all((folder / f).is_file() for f in spec.split_files("train") + spec.split_files("test")):
+        raise DataMissingError(f"{spec.name} data not found under {Path(root).resolve()}; run `make data` to fetch it")
     try:
-        verified(root, name)  # shapes, label counts and SHA-256, once per process
+        verified(root, spec)  # SHA-256, shapes, label range and counts
     except DataError as err:
         raise DataError(f"{err}; run `make data` to fetch it again") from None
-    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    ds = cls(str(root), train=train, download=False)
-    return ds.data, ds.targets.long()
+    images, labels = read_split(root, spec, "train" if train else "test")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels)
 
 
-class DigitsDataModule(L.LightningDataModule):
-    """Train/val split of the 60k training images (seeded) and the official 10k test set."""
+class ImageDataModule(L.LightningDataModule):
+    """Train/val split of the training images (seeded) and the official test set of one registered data set.
+
+    The keys of conf/data/<name>.yaml beside the loader settings are the data set's spec (`DataSpec`); given
+    only a name, the spec is read from the registry.
+    """
 
     def __init__(self, name: str = "mnist", root: str = "data", batch_size: int = 128, num_workers: int = 0,
-                 val_size: int = 5000, split_seed: int = 0) -> None:
+                 val_size: int = 5000, split_seed: int = 0, **spec: Any) -> None:
         super().__init__()
-        if name not in CLASS_NAMES:
-            raise ValueError(f"data.name must be one of {sorted(CLASS_NAMES)}, got {name!r}")
-        if batch_size < 1 or num_workers < 0 or not 0 < val_size < 60000:
-            raise ValueError("data.batch_size must be ≥ 1, data.num_workers ≥ 0 and 0 < data.val_size < 60000")
-        self.save_hyperparameters()
+        self.spec = DataSpec.of({"name": name, **spec} if spec else name)
+        if batch_size < 1 or num_workers < 0 or val_size < 1:
+            raise ValueError("data.batch_size must be ≥ 1, data.num_workers ≥ 0 and data.val_size ≥ 1")
+        loader = {"root": root, "batch_size": batch_size, "num_workers": num_workers, "val_size": val_size,
+                  "split_seed": split_seed}
+        self.save_hyperparameters({**loader, **self.spec.as_dict()})  # plain values: checkpoints load safely
         self.name, self.root, self.batch_size, self.num_workers = name, root, batch_size, num_workers
-        self.class_names = CLASS_NAMES[name]
+        self.class_names = list(self.spec.classes)
 
     def prepare_data(self) -> None:
-        """Fail fast with a clear message if the data has not been fetched (never downloads)."""
-        load_split(self.root, self.name, train=False)
+        """Fail fast with a clear message if the data has not been fetched or does not verify (never downloads)."""
+        load_split(self.root, self.spec, train=False)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the tensors once; a 60k×32×32 float set is 245 MB, cheaper than per-item transforms."""
         if hasattr(self, "train_set"):
             return
-        images, labels = load_split(self.root, self.name, train=True)
-        full = TensorDataset(to_model_range(images), labels)
+        images, labels = load_split(self.root, self.spec, train=True)
+        if not 0 < self.hparams.val_size < len(images):
+            raise ValueError(f"data.val_size must be between 1 and {len(images) - 1}, got {self.hparams.val_size}")
+        full = TensorDataset(to_model_range(images, self.spec.pad), labels)
         gen = torch.Generator().manual_seed(self.hparams.split_seed)
         sizes = [len(full) - self.hparams.val_size, self.hparams.val_size]
         self.train_set, self.val_set = random_split(full, sizes, gen)
-        test_images, test_labels = load_split(self.root, self.name, train=False)
-        self.test_set = TensorDataset(to_model_range(test_images), test_labels)
+        test_images, test_labels = load_split(self.root, self.spec, train=False)
+        self.test_set = TensorDataset(to_model_range(test_images, self.spec.pad), test_labels)
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

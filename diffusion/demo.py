@@ -93,8 +93,8 @@ def describe(path: str, allowed: list[str]) -> str:
 
 
 def upscale(image: torch.Tensor) -> Image.Image:
-    """uint8 (1, H, W) -> greyscale PIL image, SCALE× with nearest neighbours."""
-    pil = Image.fromarray(image[0].numpy())
+    """uint8 (C, H, W) -> PIL image (grey or RGB), SCALE× with nearest neighbours."""
+    pil = Image.fromarray(image.permute(1, 2, 0).squeeze(-1).contiguous().numpy())
     return pil.resize((pil.width * SCALE, pil.height * SCALE), Image.NEAREST)
 
 

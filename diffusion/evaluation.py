@@ -20,8 +20,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
-from diffusion.classifier import DigitClassifier, evaluator_path, file_digest, load_classifier
-from diffusion.data import CLASS_NAMES, load_split
+from diffusion.classifier import ImageClassifier, evaluator_path, file_digest, load_classifier
+from diffusion.data import load_split
+from diffusion.datasets import DataSpec
 from diffusion.files import atomic_write
 from diffusion.runtime import data_root
 
@@ -40,8 +41,8 @@ class Precomputed(nn.Module):
 
 
 @torch.no_grad()
-def classify(net: DigitClassifier, images: Tensor) -> tuple[Tensor, Tensor]:
-    """uint8 (N, 1, 32, 32) -> (128-d penultimate features, logits) in one forward pass."""
+def classify(net: ImageClassifier, images: Tensor) -> tuple[Tensor, Tensor]:
+    """uint8 (N, C, H, W) -> (128-d penultimate features, logits) in one forward pass."""
     features = net.features(images.float() / 127.5 - 1)
     return features, net.head(features)
 
@@ -78,10 +79,12 @@ def inception_extractor(weights: str | None) -> InceptionFeatures:
     return InceptionFeatures(weights)
 
 
-def real_images(root: str | Path, data: str) -> tuple[Tensor, Tensor]:
-    """The official test set as uint8 (10000, 1, 32, 32) with the same 2-pixel background border, and labels."""
-    images, labels = load_split(root, data, train=False)
-    return F.pad(images, (2, 2, 2, 2)).unsqueeze(1), labels
+def real_images(root: str | Path, data: str | DataSpec) -> tuple[Tensor, Tensor]:
+    """The test set as uint8 (N, C, H, W) with the same background border as the model's images, and labels."""
+    spec = DataSpec.of(data)
+    images, labels = load_split(root, spec, train=False)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    return F.pad(images, (spec.pad,) * 4), labels
 
 
 def batches(x: Tensor, size: int, desc: str) -> Iterator[Tensor]:
@@ -108,24 +111,25 @@ def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
     atomic_write(cache, lambda f: torch.save({"source": source, **{n: getattr(fid, n) for n in FID_STATES}}, f))
 
 
-def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None = None, inception: bool = False,
-             inception_weights: str | None = None, batch_size: int = 500) -> dict[str, Any]:
-    """FID/IS/accuracy of uint8 images (N, 1, 32, 32) generated for `labels`, against the test set of `data`.
+def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | Path | None = None,
+             inception: bool = False, inception_weights: str | None = None, batch_size: int = 500) -> dict[str, Any]:
+    """FID/IS/accuracy of uint8 images (N, C, H, W) generated for `labels`, against the test set of `data`.
 
     Purely local: no metric syncs across processes (a caller that splits generation across ranks gathers the
     images first). The test set is read only if the cached reference statistics miss.
     """
-    root = Path(root or data_root())
+    root, spec = Path(root or data_root()), DataSpec.of(data)
+    data, k = spec.name, len(spec.classes)
     net, meta = load_classifier(root, data)
     local = {"sync_on_compute": False}
     fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False, **local)
     with warnings.catch_warnings():  # its memory warning: 10 logits per image here, a few MB at most
         warnings.filterwarnings("ignore", "Metric `InceptionScore` will save all extracted features")
         score = InceptionScore(feature=Precomputed(net.head[-1].out_features), splits=10, **local)
-    acc, per_class = MulticlassAccuracy(10, average="micro", **local), MulticlassAccuracy(10, average=None, **local)
-    confusion = MulticlassConfusionMatrix(10, **local)
+    acc, per_class = MulticlassAccuracy(k, average="micro", **local), MulticlassAccuracy(k, average=None, **local)
+    confusion = MulticlassConfusionMatrix(k, **local)
     cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
-    with_reference(fid, cache, key, lambda: (classify(net, x)[0] for x in real_images(root, data)[0].split(batch_size)))
+    with_reference(fid, cache, key, lambda: (classify(net, x)[0] for x in real_images(root, spec)[0].split(batch_size)))
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
         features, logits = classify(net, x)
         fid.update(features, real=False)
@@ -141,19 +145,19 @@ def evaluate(images: Tensor, labels: Tensor, data: str, root: str | Path | None 
            "per_class_accuracy": per_class.compute().tolist(), "confusion": table.tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
-        out["fid_inception"] = inception_fid(images, data, root, inception_weights)
+        out["fid_inception"] = inception_fid(images, spec, root, inception_weights)
     return out
 
 
-def inception_fid(images: Tensor, data: str, root: Path, weights: str | None, batch: int = 50) -> float:
+def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | None, batch: int = 50) -> float:
     """Standard FID (Inception-v3 pool features) of uint8 images against the test set; reference cached."""
     weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
     extract = inception_extractor(weights)
     fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
     key = file_digest(Path(weights)) if weights else "torchmetrics"
     test_set = "Inception features (test set)"
-    with_reference(fid, root / "evaluators" / f"fid_ref_{data}_inception.pt", key,
-                   lambda: map(extract, batches(real_images(root, data)[0], batch, test_set)))
+    with_reference(fid, root / "evaluators" / f"fid_ref_{spec.name}_inception.pt", key,
+                   lambda: map(extract, batches(real_images(root, spec)[0], batch, test_set)))
     for x in batches(images, batch, "Inception features (samples)"):
         fid.update(extract(x), real=False)
     return fid.compute().item()
@@ -165,9 +169,9 @@ def default_inception_weights(root: str | Path) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def format_table(m: dict[str, Any]) -> str:
+def format_table(m: dict[str, Any], names: list[str] | None = None) -> str:
     """A short printable summary: headline numbers, then accuracy and the commonest confusion per class."""
-    names = CLASS_NAMES[m["data"]]
+    names = list(names or DataSpec.of(m["data"]).classes)
     lines = [f"{m['num_samples']} samples of {m['data']}: FID {m['fid']:.3f} (classifier features)"
              + (f", FID {m['fid_inception']:.2f} (Inception)" if "fid_inception" in m else "")
              + f", IS {m['is']:.3f} ± {m['is_std']:.3f}, class accuracy {m['class_accuracy']:.4f}",

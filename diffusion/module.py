@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from diffusion.checks import check_choice
@@ -26,7 +26,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def plain(cfg: Any) -> Any:
     """DictConfig -> plain containers (checkpoints then load without Hydra objects)."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 200,
@@ -50,13 +50,16 @@ class DiffusionModule(L.LightningModule):
     def __init__(self, net: dict, schedule: dict, optimizer: dict, lr_scheduler: dict | None = None,
                  loss: str = "mse", p_uncond: float = 0.1, guidance: float = 0.0, sampler: dict | None = None,
                  class_names: Sequence[str] = tuple("0123456789"), data_name: str = "mnist",
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, data: dict | None = None) -> None:
         super().__init__()
-        net, schedule, optimizer, lr_scheduler, sampler = map(plain, (net, schedule, optimizer, lr_scheduler, sampler))
-        class_names = list(class_names)
+        net, schedule, optimizer, lr_scheduler, sampler, data = map(
+            plain, (net, schedule, optimizer, lr_scheduler, sampler, data))
+        class_names = list(plain(class_names))
         check_choice(loss, LOSSES, "loss")
         self.save_hyperparameters()
-        self.net = instantiate(net, num_classes=len(class_names), null_class=p_uncond > 0)
+        # The data set's spec (diffusion.datasets.DataSpec) sets the image shape; checkpoints keep a copy.
+        shape = {"in_channels": data["channels"], "image_size": data["size"] + 2 * data["pad"]} if data else {}
+        self.net = instantiate(net, num_classes=len(class_names), null_class=p_uncond > 0, **shape)
         self.schedule: NoiseSchedule = instantiate(schedule)
         self.image_shape: tuple[int, int, int] = tuple(self.net.image_shape)  # (C, H, W): what sampling draws
         self.null_label = len(class_names) if p_uncond > 0 else -1
@@ -64,6 +67,13 @@ class DiffusionModule(L.LightningModule):
         self.last_loss = float("nan")
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def data_spec(self) -> Any:
+        """The training data set's spec: the checkpoint's copy, or (older checkpoints) the registry's entry."""
+        from diffusion.datasets import DataSpec
+
+        return DataSpec.of(self.hparams.data or self.hparams.data_name)
 
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

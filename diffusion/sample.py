@@ -132,9 +132,10 @@ def mode_forward(s: Sampling, out: Path) -> list[Path]:
     """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
     from diffusion.data import load_split, to_model_range
 
-    images, labels = load_split(data_root(), s.module.hparams.data_name, train=False)
+    spec = s.module.data_spec
+    images, labels = load_split(data_root(), spec, train=False)
     classes = s.classes()[: s.cfg.n_progression]
-    x0 = to_model_range(torch.stack([images[(labels == c).nonzero()[0, 0]] for c in classes]))
+    x0 = to_model_range(torch.stack([images[(labels == c).nonzero()[0, 0]] for c in classes]), spec.pad)
     T = s.module.schedule.timesteps
     ts = torch.linspace(0, T - 1, 10).round().long()
     noise = per_sample_randn(sample_generators(s.cfg.seed, range(len(classes))), s.shape, torch.device("cpu"))
@@ -151,7 +152,8 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
 
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
-    """num_samples images to samples.npz (uint8 (N, H, W), labels), optionally PNGs; Ctrl-C keeps what is done."""
+    """num_samples images to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in colour, and labels), optionally PNGs;
+    Ctrl-C keeps what is done."""
     n, classes = s.cfg.num_samples, s.classes()
     labels = balanced_labels(n, classes)
     npz, png_dir = out / "samples.npz", out / "png"
@@ -160,7 +162,8 @@ def mode_bulk(s: Sampling, out: Path) -> list[Path]:
         png_dir.mkdir(parents=True, exist_ok=True)
 
     def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
-        done.append(images.numpy()[:, 0])
+        pixels = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+        done.append(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
         _save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
         for i, img in zip(idx, done[-1]) if s.cfg.png_dir else ():
             Image.fromarray(img).save(png_dir / f"{i:05d}_{int(labels[i])}.png")
@@ -210,17 +213,17 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
 
 
-def evaluate_npz(npz: Path, data: str, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
-    """Score samples.npz against the test set; prints the table and writes metrics.json."""
+def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Score samples.npz against the test set of the data set `spec`; prints the table, writes metrics.json."""
     from diffusion.evaluation import evaluate, format_table, write_metrics
 
-    saved = np.load(npz)
-    root = data_root()
-    metrics = evaluate(torch.from_numpy(saved["images"]).unsqueeze(1), torch.from_numpy(saved["labels"]), data, root,
-                       eval_cfg.inception, eval_cfg.inception_weights,
+    with np.load(npz, allow_pickle=False) as saved:
+        images, labels = torch.from_numpy(saved["images"]), torch.from_numpy(saved["labels"])
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
+    metrics = evaluate(images, labels, spec, data_root(), eval_cfg.inception, eval_cfg.inception_weights,
                        eval_cfg.batch_size)
     metrics.update(extra)
-    print(format_table(metrics))
+    print(format_table(metrics, list(spec.classes)))
     print(write_metrics(metrics, out / "metrics.json"))
     return metrics
 
@@ -244,7 +247,7 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
 
         if cfg.mode != "bulk":
             raise ValueError("evaluate=true needs mode=bulk (it scores the bulk samples)")
-        load_classifier(data_root(), module.hparams.data_name)
+        load_classifier(data_root(), module.data_spec.name)
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -269,7 +272,7 @@ def run(cfg: DictConfig) -> list[Path]:
         extra = dict(step=module.checkpoint_step, guidance=s.guidance, sampler=sampler_name(cfg.sampler._target_),
                      sampler_steps=cfg.sampler.get("steps"), schedule=module.schedule.kind,
                      timesteps=module.schedule.timesteps, checkpoint=str(path))
-        evaluate_npz(out / "samples.npz", module.hparams.data_name, cfg.eval, out, extra)
+        evaluate_npz(out / "samples.npz", module.data_spec, cfg.eval, out, extra)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written

@@ -80,8 +80,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.eval.num_samples:
         from diffusion.classifier import load_classifier
 
-        load_classifier(cfg.data.root, cfg.data.name)  # fail now, not after training
-    module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name)
+        load_classifier(cfg.data.root, datamodule.name)  # fail now, not after training
+    module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name,
+                         data=datamodule.spec.as_dict())
     run_dir = Path(cfg.run_dir)
     total = write_run_files(cfg, module, run_dir)
     print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
@@ -135,13 +136,13 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
         images = gather_shares(share, n, world)
         if not trainer.is_global_zero:
             continue
-        m = evaluate(images, labels, cfg.data.name, root, cfg.eval.inception, cfg.eval.inception_weights,
+        m = evaluate(images, labels, module.data_spec, root, cfg.eval.inception, cfg.eval.inception_weights,
                      cfg.eval.batch_size)
         m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
                  sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
         out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
         out.mkdir(parents=True, exist_ok=True)
-        print(f"ω = {w}: " + format_table(m))
+        print(f"ω = {w}: " + format_table(m, module.hparams.class_names))
         write_metrics(m, out / "metrics.json")
         suffix = "" if cfg.eval.guidance is None else f"@guidance={w}"
         keep = ("fid", "is", "class_accuracy", "fid_inception")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.data import DataMissingError, DigitsDataModule, load_split
-from diffusion.fetch import (FILES, TEST_COUNTS, TRAIN_COUNTS, DataError, NumpyOnlyUnpickler, fetch, idx_bytes,
-                             mnist_from_pickle, raw_dir, read_idx, verify)
+from diffusion.data import DataMissingError, ImageDataModule, load_split
+from diffusion.datasets import DataError, DataSpec, raw_dir, read_idx
+from diffusion.fetch import FILES, NumpyOnlyUnpickler, fetch, idx_bytes, mnist_from_pickle, verify
 
 
 @pytest.fixture(scope="module", params=["mnist", "fashion"])
 def dm(request, data_root):
-    dm = DigitsDataModule(name=request.param, root=str(data_root), batch_size=256)
+    dm = ImageDataModule(name=request.param, root=str(data_root), batch_size=256)
     dm.prepare_data()
     dm.setup()
     return dm
@@ -35,13 +35,13 @@ def test_split_sizes_and_label_counts(dm):
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (55000, 5000, 10000)
     train_labels = torch.cat([dm.train_set.dataset.tensors[1][dm.train_set.indices],
                               dm.val_set.dataset.tensors[1][dm.val_set.indices]])
-    assert torch.bincount(train_labels).tolist() == TRAIN_COUNTS[dm.name]
-    assert torch.bincount(dm.test_set.tensors[1]).tolist() == TEST_COUNTS[dm.name]
+    assert torch.bincount(train_labels).tolist() == list(DataSpec.of(dm.name).counts["train"])
+    assert torch.bincount(dm.test_set.tensors[1]).tolist() == list(DataSpec.of(dm.name).counts["test"])
 
 
 def test_split_is_seeded(data_root):
-    a, b = (DigitsDataModule(root=str(data_root), split_seed=s) for s in (0, 0))
-    c = DigitsDataModule(root=str(data_root), split_seed=1)
+    a, b = (ImageDataModule(root=str(data_root), split_seed=s) for s in (0, 0))
+    c = ImageDataModule(root=str(data_root), split_seed=1)
     for m in (a, b, c):
         m.setup()
     assert a.val_set.indices == b.val_set.indices != c.val_set.indices
@@ -54,14 +54,14 @@ def test_pixels_match_raw_files(data_root):
 
 def test_missing_data_names_make_data(tmp_path):
     with pytest.raises(DataMissingError, match="make data"):
-        DigitsDataModule(root=str(tmp_path)).prepare_data()
+        ImageDataModule(root=str(tmp_path)).prepare_data()
 
 
 def test_bad_options_raise():
     with pytest.raises(ValueError, match="data.name"):
-        DigitsDataModule(name="cifar")
+        ImageDataModule(name="cifar")
     with pytest.raises(ValueError, match="batch_size"):
-        DigitsDataModule(batch_size=0)
+        ImageDataModule(batch_size=0)
 
 
 def test_verify_detects_corruption_and_fetch_redoes_it(data_root, tmp_path):

@@ -2,10 +2,10 @@
 
 import pytest
 
-from diffusion.data import CLASS_NAMES
+from diffusion.datasets import DataSpec
 from diffusion.prompts import parse_prompt
 
-DIGITS, FASHION = CLASS_NAMES["mnist"], CLASS_NAMES["fashion"]
+DIGITS, FASHION = list(DataSpec.of("mnist").classes), list(DataSpec.of("fashion").classes)
 
 
 @pytest.mark.parametrize("text,expected", [("seven", 7), ("7", 7), ("Seven", 7), (" SEVEN ", 7), ("zero", 0), (3, 3)])

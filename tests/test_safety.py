@@ -14,8 +14,9 @@ import torch
 
 from conftest import DATA, ROOT, run_entry
 from diffusion.checkpoint import CheckpointError, SafeCheckpointIO, export_safetensors, load_module, read_checkpoint
-from diffusion.data import DigitsDataModule
-from diffusion.fetch import DataError, FILES, raw_dir
+from diffusion.data import ImageDataModule
+from diffusion.datasets import DataError, raw_dir
+from diffusion.fetch import FILES
 from diffusion.files import atomic_write
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
@@ -227,7 +228,7 @@ def test_a_corrupted_label_is_caught_before_training(data_copy, label):
     data[8 + 100] = label if data[8 + 100] != label else (label + 1) % 10  # one label changed (in range or not)
     f.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte has SHA-256 .*; run `make data` to fetch it again"):
-        DigitsDataModule(root=str(data_copy)).setup()
+        ImageDataModule(root=str(data_copy)).setup()
 
 
 def test_train_cli_names_make_data_for_a_corrupted_file(data_copy, tmp_path):
