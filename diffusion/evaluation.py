@@ -163,6 +163,14 @@ def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | Non
     return fid.compute().item()
 
 
+def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: float) -> dict[str, Any]:
+    """What made a set of samples, for metrics.json: step, ω, sampler and its steps, schedule and T."""
+    from diffusion.samplers import sampler_name
+
+    return dict(step=step, guidance=guidance, sampler=sampler_name(sampler_cfg._target_),
+                sampler_steps=sampler_cfg.get("steps"), schedule=schedule.kind, timesteps=schedule.timesteps)
+
+
 def default_inception_weights(root: str | Path) -> str | None:
     """The offline TorchScript Inception written by `make inception`, if present."""
     path = Path(root) / "evaluators" / "inception_default_1.pt"

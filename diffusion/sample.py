@@ -22,7 +22,7 @@ from diffusion.images import grid_image, save_grid
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root
-from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
+from diffusion.samplers import per_sample_randn, sample_generators
 
 MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
 
@@ -269,9 +269,10 @@ def run(cfg: DictConfig) -> list[Path]:
         for p in written:
             print(p)
     if cfg.evaluate:
-        extra = dict(step=module.checkpoint_step, guidance=s.guidance, sampler=sampler_name(cfg.sampler._target_),
-                     sampler_steps=cfg.sampler.get("steps"), schedule=module.schedule.kind,
-                     timesteps=module.schedule.timesteps, checkpoint=str(path))
+        from diffusion.evaluation import run_metadata
+
+        extra = {**run_metadata(module.schedule, cfg.sampler, module.checkpoint_step, s.guidance),
+                 "checkpoint": str(path)}
         evaluate_npz(out / "samples.npz", module.data_spec, cfg.eval, out, extra)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))

@@ -121,9 +121,8 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
 
     Every rank generates its share (image i on rank i mod world); rank 0 gathers them and scores them all.
     """
-    from diffusion.evaluation import evaluate, format_table, write_metrics
+    from diffusion.evaluation import evaluate, format_table, run_metadata, write_metrics
     from diffusion.generate import balanced_labels, generate
-    from diffusion.samplers import sampler_name
 
     sampler, root, n = instantiate(cfg.sampler), cfg.data.root, cfg.eval.num_samples
     rank, world = trainer.global_rank, trainer.world_size
@@ -138,8 +137,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
             continue
         m = evaluate(images, labels, module.data_spec, root, cfg.eval.inception, cfg.eval.inception_weights,
                      cfg.eval.batch_size)
-        m.update(step=trainer.global_step, guidance=w, sampler=sampler_name(cfg.sampler._target_),
-                 sampler_steps=cfg.sampler.get("steps"), schedule=cfg.schedule.kind, timesteps=cfg.timesteps)
+        m.update(run_metadata(module.schedule, cfg.sampler, trainer.global_step, w))
         out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
         out.mkdir(parents=True, exist_ok=True)
         print(f"ω = {w}: " + format_table(m, module.hparams.class_names))
