@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,30 @@ def tiny_ckpt(tmp_path_factory, data_root) -> Path:
 def tiny_fashion_ckpt(tmp_path_factory, data_root) -> Path:
     """A tiny Fashion-MNIST checkpoint (T=100)."""
     return _train_tiny(tmp_path_factory.mktemp("tiny_fashion"), "fashion")
+
+
+@contextlib.contextmanager
+def demo_server(ckpt: Path, workdir: Path, cwd: Path = ROOT, env: dict | None = None) -> Iterator[str]:
+    """`python -m diffusion.demo ckpt_path=…` on a free port, as a user starts it; yields its URL, then stops it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(workdir / "server.log", "w")
+    full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={ckpt}", f"port={port}",
+                             f"hydra.run.dir={workdir / 'run'}"], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                            env=full_env)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, open(log.name).read()[-3000:]
+                assert time.monotonic() < deadline, "demo did not start in 120 s"
+                time.sleep(0.5)  # polling the port until the server answers
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,16 +1,10 @@
 """The web demo driven in a real headless Chromium (Debian's package), through Playwright's Python API."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from conftest import DATA, ROOT
+from conftest import demo_server
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -24,32 +18,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tiny_ckpt, tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("demo") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={tiny_ckpt}", f"port={port}",
-                             f"hydra.run.dir={tmp_path_factory.mktemp('demo_run')}"], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "DIFFUSION_DATA": str(DATA),
-                                                           "GRADIO_ANALYTICS_ENABLED": "False"})
-    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, open(log.name).read()[-3000:]
-            assert time.monotonic() < deadline, "demo did not start in 120 s"
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with demo_server(tiny_ckpt, tmp_path_factory.mktemp("demo")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,20 @@
 """The demo's HTTP API as a hostile visitor uses it: uploads and unlisted paths never reach the loader, a planted file
 runs nothing, requests leave no files, and the server keeps serving. No browser needed."""
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import DATA, ROOT
+from conftest import ROOT, demo_server
 from test_safety import hostile_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
 pytest.importorskip("gradio", reason="demo extra not installed (pip install '.[demo]')")
 gradio_client = pytest.importorskip("gradio_client")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -44,26 +34,11 @@ def server(tiny_ckpt, tmp_path_factory):
     tmp, cache = work / "tmp", work / "gradio"
     tmp.mkdir()
     cache.mkdir()
-    port = free_port()
-    log = open(work / "server.log", "w")
-    env = {**os.environ, "DIFFUSION_DATA": str(DATA), "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(tmp),
-           "GRADIO_TEMP_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={tiny_ckpt}", f"port={port}",
-                             f"hydra.run.dir={work / 'run'}"], cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, open(log.name).read()[-3000:]
-            assert time.monotonic() < deadline, "demo did not start in 120 s"
-            time.sleep(0.5)
-    client = gradio_client.Client(url, verbose=False)
-    yield {"url": url, "client": client, "work": work, "marker": evil_dir / "PWNED", "tmp": tmp, "cache": cache,
-           "planted": "outputs/planted/checkpoints/last.ckpt", "pinned": str(tiny_ckpt)}
-    proc.terminate()
-    proc.wait(timeout=30)
+    env = {"TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(cache)}
+    with demo_server(tiny_ckpt, work, cwd=work, env=env) as url:
+        yield {"url": url, "client": gradio_client.Client(url, verbose=False), "work": work,
+               "marker": evil_dir / "PWNED", "tmp": tmp, "cache": cache,
+               "planted": "outputs/planted/checkpoints/last.ckpt", "pinned": str(tiny_ckpt)}
 
 
 def generate(server, path: str, prompt: str = "seven", n: int = 2) -> tuple[str, str, str]:
