@@ -20,10 +20,14 @@ class DataMissingError(FileNotFoundError):
     """The raw files are not where the data set's spec says."""
 
 
+def channels_first(images: Tensor) -> Tensor:
+    """Images as stored, (N, H, W) grey or (N, H, W, C) colour -> (N, C, H, W)."""
+    return images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+
+
 def to_model_range(images: Tensor, pad: int = 2) -> Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H + 2·pad, W + 2·pad) in [-1, 1]; the border is -1."""
-    x = images.float().div(127.5).sub(1)  # [0, 255] -> [-1, 1]
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    x = channels_first(images.float().div(127.5).sub(1))  # [0, 255] -> [-1, 1]
     return F.pad(x, (pad, pad, pad, pad), value=-1.0)
 
 

@@ -77,9 +77,7 @@ class DataSpec:
         if isinstance(data, DataSpec):
             return data
         if isinstance(data, str):
-            from diffusion.runtime import config_option
-
-            from diffusion.runtime import config_options
+            from diffusion.runtime import config_option, config_options
 
             if data not in config_options("data"):
                 raise ValueError(f"data.name must be one of {', '.join(config_options('data'))}, got {data!r}")

@@ -21,7 +21,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
 from diffusion.classifier import ImageClassifier, evaluator_path, file_digest, load_classifier
-from diffusion.data import load_split
+from diffusion.data import channels_first, load_split
 from diffusion.datasets import DataSpec
 from diffusion.files import atomic_write
 from diffusion.runtime import data_root
@@ -83,8 +83,7 @@ def real_images(root: str | Path, data: str | DataSpec) -> tuple[Tensor, Tensor]
     """The test set as uint8 (N, C, H, W) with the same background border as the model's images, and labels."""
     spec = DataSpec.of(data)
     images, labels = load_split(root, spec, train=False)
-    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
-    return F.pad(images, (spec.pad,) * 4), labels
+    return F.pad(channels_first(images), (spec.pad,) * 4), labels
 
 
 def batches(x: Tensor, size: int, desc: str) -> Iterator[Tensor]:

@@ -215,11 +215,11 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
 
 def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Score samples.npz against the test set of the data set `spec`; prints the table, writes metrics.json."""
+    from diffusion.data import channels_first
     from diffusion.evaluation import evaluate, format_table, write_metrics
 
     with np.load(npz, allow_pickle=False) as saved:
-        images, labels = torch.from_numpy(saved["images"]), torch.from_numpy(saved["labels"])
-    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W)
+        images, labels = channels_first(torch.from_numpy(saved["images"])), torch.from_numpy(saved["labels"])
     metrics = evaluate(images, labels, spec, data_root(), eval_cfg.inception, eval_cfg.inception_weights,
                        eval_cfg.batch_size)
     metrics.update(extra)
