@@ -32,8 +32,15 @@ class InterruptCheckpoint(L.Callback):
         self.path = Path(dirpath) / f"{filename}.ckpt"
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, NonFiniteLossError):
-            trainer.save_checkpoint(self.path)
+        """Rank 0 writes the file alone: `trainer.save_checkpoint` ends in a barrier, which would deadlock when the
+        exception happened on one rank only (the others are then in a collective, or gone)."""
+        if isinstance(exception, NonFiniteLossError) or not trainer.is_global_zero:
+            return
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint()  # what save_checkpoint writes, sans barrier
+        except NonFiniteLossError:
+            return  # this rank's weights diverged: keep the last good checkpoint
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
 
 
 class LastCheckpoint(ModelCheckpoint):

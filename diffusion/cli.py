@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from diffusion.data import DataMissingError
@@ -62,6 +63,19 @@ class OutputDirCheck(Callback):
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
+class MultirunDDPCheck(Callback):
+    """Hydra callback: `-m … trainer=ddp` gets one line before the sweep starts (each extra DDP rank would re-run
+    the whole sweep; diffusion.distributed.multirun_ddp_error). train.py checks each job again."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from diffusion.distributed import multirun_ddp_error
+
+        error = multirun_ddp_error(config.trainer, str(config.hydra.launcher.get("_target_", "")))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(1)
+
+
 def restore_sigint() -> None:
     """Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited as ignored (`cmd &` in a script, some CI)."""
     if threading.current_thread() is threading.main_thread():
@@ -70,20 +84,27 @@ def restore_sigint() -> None:
 
 def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
     """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on."""
+    from diffusion.distributed import is_rank_zero
+
     restore_sigint()
     try:
         result = fn(cfg)
     except EXPECTED as err:
+        if not is_rank_zero():  # a DDP rank > 0: rank 0 reports what every rank raised together (a NaN loss)
+            if isinstance(err, NonFiniteLossError):
+                raise SystemExit(0) from None
+            print(f"error: (rank {rank_zero_only.rank}) {err}", file=sys.stderr)
+            raise SystemExit(1) from None
         if in_multirun():
             return _record_failure(run_dir, err)
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as err:  # noqa: BLE001 - a crash in one sweep job must not lose the other jobs
-        if in_multirun():
+        if in_multirun() and is_rank_zero():
             traceback.print_exc()
             return _record_failure(run_dir, err)
         raise
-    if in_multirun():
+    if in_multirun() and is_rank_zero():
         write_status(run_dir, "ok")
     return result
 

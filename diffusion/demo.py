@@ -38,7 +38,7 @@ from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
-from diffusion.runtime import config_option, config_options
+from diffusion.runtime import config_option, config_options, resolve_device
 
 SCALE = 4  # 32×32 samples shown at 128×128
 RUN_ROOTS = ("outputs", "multirun")
@@ -54,9 +54,12 @@ def list_models(pinned: str | None = None, roots: tuple[str, ...] = RUN_ROOTS) -
     return list(dict.fromkeys(str(p) for p in [*([Path(pinned)] if pinned else []), *shipped, *runs]))
 
 
+DEVICE = "auto"  # the server's `device` option
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> DiffusionModule:
-    return load_module(path)
+    return load_module(path, device=resolve_device(DEVICE))
 
 
 def load(path: str, allowed: list[str]) -> DiffusionModule:
@@ -222,6 +225,13 @@ def main(cfg: DictConfig) -> None:
             raise SystemExit(1)
         print(f"warning: the demo is reachable from other machines on {cfg.host}:{cfg.port}, without a login",
               file=sys.stderr)
+    global DEVICE
+    try:
+        print(f"device: {resolve_device(cfg.device)}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    DEVICE = cfg.device
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         print(f"error: ckpt_path {cfg.ckpt_path} is not a file", file=sys.stderr)
         raise SystemExit(1)

@@ -96,30 +96,35 @@ def batches(x: Tensor, size: int, desc: str) -> Iterator[Tensor]:
 
 def with_reference(fid: FrechetInceptionDistance, cache: Path, source: str,
                    features: Callable[[], Iterator[Tensor]]) -> None:
-    """Fill the FID's real-image statistics from cache, or from `features()` (computed once) and cache them."""
+    """Fill the FID's real-image statistics from cache (onto the metric's device), or from `features()` (computed
+    once) and cache them."""
     try:
         saved = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
     except Exception:  # noqa: BLE001 - an unreadable cache is only a cache: recompute it
         saved = {}
     if isinstance(saved, dict) and saved.get("source") == source and all(n in saved for n in FID_STATES):
         for name in FID_STATES:
-            setattr(fid, name, saved[name])
+            setattr(fid, name, saved[name].to(fid.device))
         return
     for chunk in features():
         fid.update(chunk, real=True)
-    atomic_write(cache, lambda f: torch.save({"source": source, **{n: getattr(fid, n) for n in FID_STATES}}, f))
+    states = {n: getattr(fid, n).cpu() for n in FID_STATES}
+    atomic_write(cache, lambda f: torch.save({"source": source, **states}, f))
 
 
 def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | Path | None = None,
-             inception: bool = False, inception_weights: str | None = None, batch_size: int = 500) -> dict[str, Any]:
+             inception: bool = False, inception_weights: str | None = None, batch_size: int = 500,
+             device: str | torch.device = "cpu") -> dict[str, Any]:
     """FID/IS/accuracy of uint8 images (N, C, H, W) generated for `labels`, against the test set of `data`.
 
-    Purely local: no metric syncs across processes (a caller that splits generation across ranks gathers the
-    images first). The test set is read only if the cached reference statistics miss.
+    Networks, features and metric states live on `device`. Purely local: no metric syncs across processes (a
+    caller that splits generation across ranks gathers the images first, so the numbers never depend on the
+    world size). The test set is read only if the cached reference statistics miss.
     """
-    root, spec = Path(root or data_root()), DataSpec.of(data)
+    root, spec, device = Path(root or data_root()), DataSpec.of(data), torch.device(device)
     data, k = spec.name, len(spec.classes)
     net, meta = load_classifier(root, data)
+    net = net.to(device)
     local = {"sync_on_compute": False}
     fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False, **local)
     with warnings.catch_warnings():  # its memory warning: 10 logits per image here, a few MB at most
@@ -127,15 +132,19 @@ def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | P
         score = InceptionScore(feature=Precomputed(net.head[-1].out_features), splits=10, **local)
     acc, per_class = MulticlassAccuracy(k, average="micro", **local), MulticlassAccuracy(k, average=None, **local)
     confusion = MulticlassConfusionMatrix(k, **local)
+    for metric in (fid, score, acc, per_class, confusion):
+        metric.to(device)
     cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
-    with_reference(fid, cache, key, lambda: (classify(net, x)[0] for x in real_images(root, spec)[0].split(batch_size)))
+    with_reference(fid, cache, key,
+                   lambda: (classify(net, x.to(device))[0] for x in real_images(root, spec)[0].split(batch_size)))
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         features, logits = classify(net, x)
         fid.update(features, real=False)
         score.update(logits)
         for m in (acc, per_class, confusion):
             m.update(logits.argmax(1), y)
-    with torch.random.fork_rng():  # IS shuffles before splitting: fix the shuffle so IS is reproducible
+    with torch.random.fork_rng(devices=[]):  # IS shuffles (a CPU randperm) before splitting: fix it, reproducibly
         torch.manual_seed(0)
         is_mean, is_std = score.compute()
     table = confusion.compute()
@@ -144,21 +153,26 @@ def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | P
            "per_class_accuracy": per_class.compute().tolist(), "confusion": table.tolist(),
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
-        out["fid_inception"] = inception_fid(images, spec, root, inception_weights)
+        out["fid_inception"] = inception_fid(images, spec, root, inception_weights, device=device)
     return out
 
 
-def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | None, batch: int = 50) -> float:
-    """Standard FID (Inception-v3 pool features) of uint8 images against the test set; reference cached."""
+def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | None, batch: int | None = None,
+                  device: str | torch.device = "cpu") -> float:
+    """Standard FID (Inception-v3 pool features, fp32) of uint8 images against the test set; reference cached."""
+    device = torch.device(device)
+    batch = batch or (500 if device.type == "cuda" else 50)
     weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
-    extract = inception_extractor(weights)
+    extract = inception_extractor(weights).to(device)
     fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
+    fid.to(device)
     key = file_digest(Path(weights)) if weights else "torchmetrics"
     test_set = "Inception features (test set)"
+    on_device = lambda chunks: (extract(x.to(device, non_blocking=True)) for x in chunks)  # noqa: E731
     with_reference(fid, root / "evaluators" / f"fid_ref_{spec.name}_inception.pt", key,
-                   lambda: map(extract, batches(real_images(root, spec)[0], batch, test_set)))
-    for x in batches(images, batch, "Inception features (samples)"):
-        fid.update(extract(x), real=False)
+                   lambda: on_device(batches(real_images(root, spec)[0], batch, test_set)))
+    for features in on_device(batches(images, batch, "Inception features (samples)")):
+        fid.update(features, real=False)
     return fid.compute().item()
 
 

@@ -50,7 +50,7 @@ class DiffusionModule(L.LightningModule):
     def __init__(self, net: dict, schedule: dict, optimizer: dict, lr_scheduler: dict | None = None,
                  loss: str = "mse", p_uncond: float = 0.1, guidance: float = 0.0, sampler: dict | None = None,
                  class_names: Sequence[str] = tuple("0123456789"), data_name: str = "mnist",
-                 channels_last: bool = True, data: dict | None = None) -> None:
+                 channels_last: bool | None = None, data: dict | None = None) -> None:
         super().__init__()
         net, schedule, optimizer, lr_scheduler, sampler, data = map(
             plain, (net, schedule, optimizer, lr_scheduler, sampler, data))
@@ -63,10 +63,9 @@ class DiffusionModule(L.LightningModule):
         self.schedule: NoiseSchedule = instantiate(schedule)
         self.image_shape: tuple[int, int, int] = tuple(self.net.image_shape)  # (C, H, W): what sampling draws
         self.null_label = len(class_names) if p_uncond > 0 else -1
-        self.channels_last = channels_last
-        self.last_loss = float("nan")
-        if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last  # None: per device type (diffusion.runtime.CHANNELS_LAST)
+        self.nonfinite_at: Tensor | None = None  # first step with a NaN/inf loss, kept on the device (no host sync)
+        self._set_layout()
 
     @property
     def data_spec(self) -> Any:
@@ -75,8 +74,24 @@ class DiffusionModule(L.LightningModule):
 
         return DataSpec.of(self.hparams.data or self.hparams.data_name)
 
+    def uses_channels_last(self) -> bool:
+        """The configured layout, or (channels_last=None) the rule for the device the module is on."""
+        from diffusion.runtime import use_channels_last
+
+        return use_channels_last(self.device) if self.channels_last is None else self.channels_last
+
+    def _set_layout(self) -> None:
+        """Put the convolution weights in the layout the inputs will have."""
+        layout = torch.channels_last if self.uses_channels_last() else torch.contiguous_format
+        self.net.to(memory_format=layout)
+
+    def on_fit_start(self) -> None:
+        self._set_layout()  # now on the training device
+        if self.trainer.world_size > 1:  # each rank its own t, ε and label dropout (else the global batch repeats)
+            torch.manual_seed((torch.initial_seed() + 7919 * self.trainer.global_rank) % 2**63)
+
     def _layout(self, x: Tensor) -> Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.uses_channels_last() else x
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """ε_θ(x_t, t, y)."""
@@ -96,14 +111,40 @@ class DiffusionModule(L.LightningModule):
             drop = torch.rand(y.shape, device=y.device) < self.hparams.p_uncond
             y = torch.where(drop, torch.full_like(y, self.null_label), y)
         loss = self.diffusion_loss(x0, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {self.global_step} (last finite loss {self.last_loss:.4g}); "
-                "training stopped, the last good checkpoint is kept"
-            )
-        self.last_loss = loss.item()
+        self._note_nonfinite(loss)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.check_finite()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x0.shape[0])
         return loss
+
+    def _note_nonfinite(self, loss: Tensor) -> None:
+        """Remember the first step whose loss is not finite, on the device: no host sync per step."""
+        step = torch.full((), self.global_step, device=loss.device)
+        bad = torch.where(torch.isfinite(loss.detach()), torch.full_like(step, -1), step)
+        self.nonfinite_at = bad if self.nonfinite_at is None else torch.where(self.nonfinite_at >= 0,
+                                                                              self.nonfinite_at, bad)
+
+    def check_finite(self, agree: bool = True) -> None:
+        """Raise NonFiniteLossError if a NaN/inf loss was seen; with `agree`, on every rank at once if any rank saw
+        one (so no rank is left waiting in a collective). Runs every `log_every_n_steps` steps, before every
+        checkpoint and at the end of training, so no checkpoint or exported weights hold diverged weights.
+        """
+        if self.nonfinite_at is None or self._trainer is None:
+            return
+        local = int(self.nonfinite_at.item())
+        if (self.trainer.strategy.reduce_boolean_decision(local < 0, all=True) if agree else local < 0):
+            return
+        where = f"at step {local}" if local >= 0 else "on another rank"
+        raise NonFiniteLossError(f"the loss became NaN or infinite {where}; training stopped, the last checkpoint "
+                                 "(saved before it) is kept")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            # after an exception the other ranks may not be listening: check this rank alone
+            self.check_finite(agree=self.trainer.state.status != "interrupted")
+
+    def on_train_end(self) -> None:
+        self.check_finite()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x0, y = batch
@@ -120,11 +161,11 @@ class DiffusionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": factory(opt, **extra), **settings}}
 
     def autocast(self) -> torch.autocast:
-        """bf16 autocast on CPUs that have it (as in training); a no-op elsewhere."""
-        from diffusion.runtime import cpu_supports_bf16
+        """Autocast on the module's device with training's precision rule (diffusion.runtime.autocast_dtype)."""
+        from diffusion.runtime import autocast_dtype
 
-        enabled = self.device.type == "cpu" and cpu_supports_bf16()
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+        dtype = autocast_dtype(self.device)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     @torch.no_grad()
     def sample(self, labels: Tensor, sampler: Any = None, seed: int = 0, indices: Sequence[int] | None = None,

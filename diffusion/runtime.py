@@ -1,4 +1,4 @@
-"""Where things are (config folder, data root), hardware detection, and the Hydra resolvers the configs use."""
+"""Where things are (config folder, data root), hardware rules (device, precision, layout), and the Hydra resolvers."""
 
 from __future__ import annotations
 
@@ -44,8 +44,79 @@ def cpu_precision() -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+def uses_cuda(accelerator: str) -> bool:
+    """Whether a Lightning `accelerator` setting ends up on CUDA GPUs ("auto" does when one is visible)."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def cuda_amp_dtype() -> "torch.dtype":
+    """bf16 on GPUs that have it (Ampere and later), else fp16."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def precision(accelerator: str = "cpu") -> str:
+    """The one precision rule: bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, `cpu_precision()` on CPUs."""
+    if uses_cuda(accelerator):
+        import torch
+
+        return "bf16-mixed" if cuda_amp_dtype() == torch.bfloat16 else "16-mixed"
+    return cpu_precision()
+
+
+def autocast_dtype(device: "torch.device") -> "torch.dtype | None":
+    """Sampling's autocast dtype on `device`, the same rule as training's precision; None: stay in fp32."""
+    import torch
+
+    if device.type == "cuda":
+        return cuda_amp_dtype()
+    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+
+
+# channels_last per device type, from `make bench` (README, "Performance"): on CPUs it is part of the bf16
+# speed-up; on CUDA see the GPU column there.
+CHANNELS_LAST = {"cpu": True, "cuda": False}
+
+
+def use_channels_last(device: "torch.device") -> bool:
+    """Whether the U-Net runs in channels_last memory layout on this device type."""
+    return CHANNELS_LAST.get(device.type, False)
+
+
+def configure_cuda() -> None:
+    """Kernel choices for a CUDA run: cuDNN autotuning for the fixed image shape, TF32 for fp32 matmuls."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+
+
+def resolve_device(name: str) -> "torch.device":
+    """`device=cpu|cuda|cuda:N|auto` -> a torch.device; asking for CUDA where none is visible is a ValueError."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device={name} but no CUDA GPU is visible here; use device=cpu or device=auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device={name} but only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})")
+    elif device.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto; got {name!r}")
+    return device
+
+
 def register_resolvers() -> None:
-    """`${cpu_precision:}` for the trainer configs, `${data_root:}` for the data configs."""
-    for name, fn in (("cpu_precision", cpu_precision), ("data_root", data_root)):
+    """`${precision:<accelerator>}` for the trainer configs, `${data_root:}` for the data configs."""
+    for name, fn in (("precision", precision), ("data_root", data_root)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -21,7 +21,7 @@ from diffusion.generate import balanced_labels, generate
 from diffusion.images import grid_image, save_grid
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
-from diffusion.runtime import data_root
+from diffusion.runtime import data_root, resolve_device
 from diffusion.samplers import per_sample_randn, sample_generators
 
 MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
@@ -213,7 +213,8 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
 
 
-def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
+def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: dict[str, Any],
+                 device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Score samples.npz against the test set of the data set `spec`; prints the table, writes metrics.json."""
     from diffusion.data import channels_first
     from diffusion.evaluation import evaluate, format_table, write_metrics
@@ -221,7 +222,7 @@ def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: d
     with np.load(npz, allow_pickle=False) as saved:
         images, labels = channels_first(torch.from_numpy(saved["images"])), torch.from_numpy(saved["labels"])
     metrics = evaluate(images, labels, spec, data_root(), eval_cfg.inception, eval_cfg.inception_weights,
-                       eval_cfg.batch_size)
+                       eval_cfg.batch_size, device=device)
     metrics.update(extra)
     print(format_table(metrics, list(spec.classes)))
     print(write_metrics(metrics, out / "metrics.json"))
@@ -255,7 +256,7 @@ def run(cfg: DictConfig) -> list[Path]:
     path = cfg.ckpt_path or newest_checkpoint()
     if not cfg.ckpt_path:
         print(f"using the newest checkpoint: {path}")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = resolve_device(cfg.device)
     module = load_module(path, cfg.weights, device)
     check_options(cfg, module)
     out = Path(cfg.out_dir)
@@ -273,7 +274,7 @@ def run(cfg: DictConfig) -> list[Path]:
 
         extra = {**run_metadata(module.schedule, cfg.sampler, module.checkpoint_step, s.guidance),
                  "checkpoint": str(path)}
-        evaluate_npz(out / "samples.npz", module.data_spec, cfg.eval, out, extra)
+        evaluate_npz(out / "samples.npz", module.data_spec, cfg.eval, out, extra, module.device)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written

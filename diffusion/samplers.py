@@ -29,8 +29,14 @@ def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator
 
 
 def per_sample_randn(generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device) -> Tensor:
-    """Stack of standard normal draws, one per generator: (B, *shape)."""
-    return torch.stack([torch.randn(*shape, generator=g) for g in generators]).to(device)
+    """Stack of standard normal draws, one per (CPU) generator: (B, *shape), the same numbers on every device.
+
+    On a GPU the draw goes through pinned memory and is copied asynchronously, overlapping the model's work.
+    """
+    noise = torch.stack([torch.randn(*shape, generator=g) for g in generators])
+    if torch.device(device).type != "cuda":
+        return noise.to(device)
+    return noise.pin_memory().to(device, non_blocking=True)
 
 
 def initial_noise(generators: Sequence[torch.Generator], shape: Sequence[int] | None, device: torch.device,
@@ -76,7 +82,7 @@ def log_snr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     """Timesteps evenly spaced in λ = log(α/σ) from T−1 to 0, snapped to the nearest integer t; Lu et al. (2022,
     §D.1) recommend this spacing for low-resolution pixel models. Repeats collapse, so at most `steps` values."""
     respaced_timesteps(schedule.timesteps, steps)  # validates steps
-    ab = schedule.alpha_bar.double()
+    ab = schedule.alpha_bar.detach().cpu().double()  # a short list of integers: computed on the CPU
     lam = 0.5 * (ab.log() - (1 - ab).log())
     targets = torch.linspace(lam[-1].item(), lam[0].item(), steps, dtype=torch.float64)
     idx = (lam[None, :] - targets[:, None]).abs().argmin(dim=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
+from diffusion.distributed import claim_device, gather_shares, is_rank_zero, multirun_ddp_error
 from diffusion.module import LOSSES
+from diffusion.runtime import configure_cuda, uses_cuda
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -49,6 +52,35 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
         check_guidance(w, "eval.guidance", minimum=-1)
+    launcher = sweep_launcher()
+    if launcher is not None and (error := multirun_ddp_error(cfg.trainer, launcher)):
+        raise ConfigError(error)
+
+
+def sweep_launcher() -> str | None:
+    """The Hydra launcher's `_target_` inside a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from diffusion.cli import in_multirun
+
+    return str(HydraConfig.get().launcher.get("_target_", "")) if in_multirun() else None
+
+
+def job_device(cfg: DictConfig, stack: ExitStack) -> dict[str, Any]:
+    """Trainer overrides for a multirun job that asks for one GPU where several are visible: a free one of them,
+    held until the job ends, so parallel jobs (hydra/launcher=joblib) spread over the GPUs instead of all using
+    GPU 0. Empty otherwise."""
+    if sweep_launcher() is None or cfg.trainer.get("devices", 1) not in (1, "1"):
+        return {}
+    if not uses_cuda(cfg.trainer.accelerator) or torch.cuda.device_count() < 2:
+        return {}
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    index = stack.enter_context(claim_device(Path(hc.sweep.dir) / ".devices", torch.cuda.device_count(),
+                                             preferred=hc.job.num or 0))
+    print(f"job {hc.job.num}: GPU {index}")
+    return {"devices": [index]}
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -63,9 +95,11 @@ def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
 
 
 def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -> int:
-    """params.md and the resolved config in the run directory; returns the trainable parameter count."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """params.md and the resolved config in the run directory (rank 0 only); returns the trainable parameter count."""
     table, total = parameter_table(module.net)
+    if not is_rank_zero():
+        return total
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{table}")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return total
@@ -74,6 +108,11 @@ def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured; returns the final logged metrics."""
     check_config(cfg)
+    with ExitStack() as stack:
+        return _train(cfg, job_device(cfg, stack))
+
+
+def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -85,13 +124,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                          data=datamodule.spec.as_dict())
     run_dir = Path(cfg.run_dir)
     total = write_run_files(cfg, module, run_dir)
-    print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
+    if is_rank_zero():
+        print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else []
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
+                                     **trainer_overrides)
+    if trainer.strategy.root_device.type == "cuda":
+        configure_cuda()
     try:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -104,7 +147,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
     finally:
         finish_wandb(loggers)
-    print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
+    if trainer.is_global_zero:
+        print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
     return metrics
 
 
@@ -119,24 +163,27 @@ def finish_wandb(loggers: list) -> None:
 def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
     """Score eval.num_samples samples per evaluated ω -> metrics.json, loggers and a printed table.
 
-    Every rank generates its share (image i on rank i mod world); rank 0 gathers them and scores them all.
+    Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit). Every rank
+    generates its share (image i on rank i mod world); rank 0 gathers them and scores them all, so the numbers
+    do not depend on the world size.
     """
     from diffusion.evaluation import evaluate, format_table, run_metadata, write_metrics
     from diffusion.generate import balanced_labels, generate
 
     sampler, root, n = instantiate(cfg.sampler), cfg.data.root, cfg.eval.num_samples
-    rank, world = trainer.global_rank, trainer.world_size
+    rank, world, device = trainer.global_rank, trainer.world_size, trainer.strategy.root_device
+    module.to(device)
     labels, mine = balanced_labels(n, range(len(module.hparams.class_names))), list(range(rank, n, world))
     guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
     scalars: dict[str, Any] = {}
     for w in guidances:
         share = generate(module, labels[mine], mine, cfg.eval.batch_size, sampler, w, cfg.seed,
                          desc=f"eval samples (ω={w})" if trainer.is_global_zero else None)
-        images = gather_shares(share, n, world)
+        images = gather_shares(share, n, world, device)
         if not trainer.is_global_zero:
             continue
         m = evaluate(images, labels, module.data_spec, root, cfg.eval.inception, cfg.eval.inception_weights,
-                     cfg.eval.batch_size)
+                     cfg.eval.batch_size, device=device)
         m.update(run_metadata(module.schedule, cfg.sampler, trainer.global_step, w))
         out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
         out.mkdir(parents=True, exist_ok=True)
@@ -149,20 +196,6 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()
     return scalars
-
-
-def gather_shares(share: torch.Tensor, n: int, world: int) -> torch.Tensor:
-    """All n images in index order on every rank, from each rank's share (image i made on rank i mod world)."""
-    if world == 1:
-        return share
-    import torch.distributed as dist
-
-    shares: list[Any] = [None] * world
-    dist.all_gather_object(shares, share)  # between this run's own processes
-    full = torch.empty((n, *share.shape[1:]), dtype=share.dtype)
-    for r, part in enumerate(shares):
-        full[r::world] = part
-    return full
 
 
 def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:

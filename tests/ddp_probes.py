@@ -1,0 +1,27 @@
+"""LightningModules for the multi-process tests (`module._target_=ddp_probes.<name>` with tests/ on PYTHONPATH)."""
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from diffusion.module import DiffusionModule
+
+
+class NoiseProbe(DiffusionModule):
+    """Writes a digest of the first training step's random draws per rank to <run dir>/noise_rank<r>.txt."""
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            draws = torch.randn(64, device=self.device)  # from the same generator as t, ε and label dropout
+            digest = hashlib.sha256(draws.cpu().numpy().tobytes()).hexdigest()
+            Path(self.trainer.default_root_dir, f"noise_rank{self.global_rank}.txt").write_text(digest)
+        return super().training_step(batch, batch_idx)
+
+
+class NaNOnRankOne(DiffusionModule):
+    """The loss turns NaN on rank 1 only, from step 3 on."""
+
+    def diffusion_loss(self, x0, y, generator=None):
+        loss = super().diffusion_loss(x0, y, generator)
+        return loss * float("nan") if self.global_rank == 1 and self.global_step >= 3 else loss
