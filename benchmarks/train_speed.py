@@ -1,10 +1,11 @@
 """Training images/s: the default configuration through Lightning vs hand-written loops, measured in one run.
 
-`make bench` (or `python -m benchmarks.train_speed --steps 30`). Prints images/s of
+`make bench` (or `python -m benchmarks.train_speed --steps 30 [--device cuda] [overrides]`). Prints images/s of
   plain:       fp32, contiguous layout, hand-written PyTorch loop (the baseline),
   hand-bf16:   the default precision/layout settings in a hand-written loop,
   lightning:   the default configuration through Lightning's Trainer,
-and the ratios `speed-up` (lightning / plain) and `lightning overhead` (lightning / hand-bf16).
+and the ratios `speed-up` (lightning / plain) and `lightning overhead` (lightning / hand-bf16). On a GPU it also
+prints the hand-written loop with bf16 and the other memory layout (the channels_last choice of runtime.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hydra.utils import instantiate
 from pathlib import Path
 
 import diffusion  # noqa: F401
-from diffusion.runtime import cpu_supports_bf16
+from diffusion.runtime import autocast_dtype, configure_cuda, resolve_device, use_channels_last
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -28,6 +29,7 @@ def build(overrides: list[str]):
     """Compose the training config and build the data and Lightning modules from it."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=["run_dir=/tmp/bench", "logger=none", "callbacks=none", *overrides])
+    cfg.data.root = str(Path(cfg.data.root).resolve())
     dm = instantiate(cfg.data)
     dm.setup()
     module = instantiate(cfg.module, class_names=dm.class_names)
@@ -41,22 +43,33 @@ def batches(dm, n: int):
         yield next(it)
 
 
-def hand_loop(module, dm, steps: int, warmup: int, bf16: bool, channels_last: bool) -> float:
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def hand_loop(module, dm, steps: int, warmup: int, bf16: bool, channels_last: bool,
+              device: torch.device = torch.device("cpu")) -> float:
     """images/s of a minimal loop: loss, backward, clip, AdamW step (same network, batch and loss)."""
+    module.to(device)
     module.channels_last = channels_last
     module.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     n_img, start = 0, None
     for i, (x, y) in enumerate(batches(dm, warmup + steps)):
         if i == warmup:
+            sync(device)
             start, n_img = time.perf_counter(), 0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = module.diffusion_loss(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         n_img += x.shape[0]
+    sync(device)
     return n_img / (time.perf_counter() - start)
 
 
@@ -72,6 +85,9 @@ class Timer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += batch[0].shape[0] if batch_idx >= self.warmup else 0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
         self.end = time.perf_counter()
 
 
@@ -79,7 +95,8 @@ def lightning_run(cfg, module, dm, steps: int, warmup: int) -> float:
     """images/s of the default configuration's Trainer (no logging or checkpoint callbacks)."""
     timer = Timer(warmup)
     trainer = instantiate(cfg.trainer, max_steps=warmup + steps, callbacks=[timer], logger=False,
-                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                          enable_checkpointing=False)
     trainer.fit(module, datamodule=dm)
     return timer.images / (timer.end - timer.start)
 
@@ -88,17 +105,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per variant")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", default="auto", help="cpu | cuda | auto (a GPU when present)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=small data.batch_size=64")
     args = parser.parse_args()
-    cfg, dm, module = build(args.overrides)
-    bf16 = cpu_supports_bf16()
+    device = resolve_device(args.device)
+    overrides = ["trainer=gpu", *args.overrides] if device.type == "cuda" else args.overrides
+    if device.type == "cuda":
+        configure_cuda()
+    cfg, dm, module = build(overrides)
+    bf16, layout = autocast_dtype(device) == torch.bfloat16, use_channels_last(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"model={cfg.model._target_} batch={cfg.data.batch_size} precision={cfg.trainer.precision} "
-          f"threads={torch.get_num_threads()} steps={args.steps}")
+          f"device={where} steps={args.steps}")
     results = {
-        "plain": hand_loop(module, dm, args.steps, args.warmup, bf16=False, channels_last=False),
-        "hand-bf16": hand_loop(module, dm, args.steps, args.warmup, bf16=bf16, channels_last=True),
+        "plain": hand_loop(module, dm, args.steps, args.warmup, bf16=False, channels_last=False, device=device),
+        "hand-bf16": hand_loop(module, dm, args.steps, args.warmup, bf16=bf16, channels_last=layout, device=device),
     }
-    _, _, module = build(args.overrides)
+    if device.type == "cuda":  # the layout choice of runtime.CHANNELS_LAST, measured
+        results[f"hand-bf16-{'contiguous' if layout else 'channels_last'}"] = hand_loop(
+            module, dm, args.steps, args.warmup, bf16=bf16, channels_last=not layout, device=device)
+    _, _, module = build(overrides)
     results["lightning"] = lightning_run(cfg, module, dm, args.steps, args.warmup)
     for k, v in results.items():
         print(f"{k:>10}: {v:8.1f} images/s")

@@ -253,10 +253,10 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
 
 def run(cfg: DictConfig) -> list[Path]:
     """The whole of sample.py: pick and load the checkpoint, check options, write the mode's files."""
+    device = resolve_device(cfg.device)
     path = cfg.ckpt_path or newest_checkpoint()
     if not cfg.ckpt_path:
         print(f"using the newest checkpoint: {path}")
-    device = resolve_device(cfg.device)
     module = load_module(path, cfg.weights, device)
     check_options(cfg, module)
     out = Path(cfg.out_dir)

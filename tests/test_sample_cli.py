@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import ROOT, run_entry
@@ -131,6 +132,9 @@ def test_no_checkpoint_says_how_to_train_one(tmp_path):
     (["seed=-3"], "seed must be an integer in [0, 2^64 - 1]"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
+    (["device=tpu"], "device must be cpu, cuda, cuda:N or auto; got 'tpu'"),
+    *([] if torch.cuda.is_available() else
+      [(["device=cuda"], "device=cuda but no CUDA GPU is visible here; use device=cpu or device=auto")]),
 ])
 def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", *args)

@@ -1,6 +1,7 @@
 """Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -97,3 +98,36 @@ def test_ddp_with_two_gloo_processes_trains_and_evaluates(tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["num_samples"] == 30  # 15 per rank, gathered by torchmetrics
     assert m["step"] == 20
+
+
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+PROBES = {"PYTHONPATH": str(ROOT / "tests")}  # tests/ddp_probes.py, for every rank
+
+
+def test_ddp_ranks_draw_different_training_noise(tmp_path):
+    r = run_entry("train.py", *DDP, *TINY, "trainer.max_steps=2", "eval.num_samples=0",
+                  "module._target_=ddp_probes.NoiseProbe", f"hydra.run.dir={tmp_path}", env=PROBES, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    digests = [(tmp_path / f"noise_rank{k}.txt").read_text() for k in (0, 1)]
+    assert digests[0] != digests[1]  # else the global batch repeats the same t, ε and dropout on every rank
+
+
+def test_a_nan_on_one_rank_stops_both_ranks_with_one_line(tmp_path):
+    r = run_entry("train.py", *DDP, *TINY, "trainer.log_every_n_steps=5", "eval.num_samples=0",
+                  "module._target_=ddp_probes.NaNOnRankOne", f"hydra.run.dir={tmp_path}", env=PROBES, timeout=300)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len(errors) == 1, r.stderr[-3000:]  # rank 0's line; rank 1 (which raised with it) stays quiet
+    assert re.fullmatch(r"error: the loss became NaN or infinite (at step [3-5]|on another rank); training stopped, "
+                        r"the last checkpoint \(saved before it\) is kept", errors[0])
+    assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists()
+
+
+def test_multirun_with_ddp_is_refused_in_one_line_before_the_sweep_starts(tmp_path):
+    r = run_entry("train.py", "-m", "schedule=linear,cosine", *DDP, "debug=fast", cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: trainer.strategy=ddp cannot run inside a multirun (-m): sweep across GPUs with hydra/launcher=joblib "
+        "(one sweep point per GPU, in parallel) or hydra/launcher=submitit_slurm (SLURM), or train the points one "
+        "after another with trainer=ddp without -m (README, \"GPUs and clusters\")"]
+    assert not (tmp_path / "multirun").exists()  # nothing launched, no sweep tree
