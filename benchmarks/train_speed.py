@@ -40,7 +40,11 @@ def batches(dm, n: int):
     """n training batches, cycling through the loader."""
     it = iter(dm.train_dataloader())
     for _ in range(n):
-        yield next(it)
+        try:
+            yield next(it)
+        except StopIteration:
+            it = iter(dm.train_dataloader())
+            yield next(it)
 
 
 def sync(device: torch.device) -> None:
