@@ -20,10 +20,9 @@ STEPS = {"ddpm": 100, "ddim": 20, "dpm_solver": 10}
 
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory, data_root):
-    """A few hundred steps of the default model with trainer=gpu, evaluated on the GPU at the end."""
+    """`make train`'s run (2000 steps of the default model) with trainer=gpu, evaluated on the GPU at the end."""
     out = tmp_path_factory.mktemp("gpu-train")
-    r = run_entry("train.py", "trainer=gpu", "trainer.max_steps=300", "eval.num_samples=1000", *QUIET,
-                  f"hydra.run.dir={out}", timeout=900)
+    r = run_entry("train.py", "trainer=gpu", *QUIET, f"hydra.run.dir={out}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -32,8 +31,8 @@ def test_training_on_the_gpu_learns_and_evaluates_there(gpu_run):
     config = yaml.safe_load((gpu_run / "config.yaml").read_text())
     assert config["trainer"]["precision"] == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed")
     m = json.loads((gpu_run / "metrics.json").read_text())
-    assert m["step"] == 300 and m["num_samples"] == 1000
-    assert m["class_accuracy"] > 0.3, m  # digits, not noise, after 300 steps × 128 images
+    assert m["step"] == 2000 and m["num_samples"] == 1000
+    assert m["class_accuracy"] > 0.8, m  # digits (0.912 on an H100; 0.927 for the CPU's make train)
     assert (gpu_run / "model.safetensors").is_file() and (gpu_run / "samples" / "final.png").is_file()
 
 
