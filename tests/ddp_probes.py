@@ -25,3 +25,12 @@ class NaNOnRankOne(DiffusionModule):
     def diffusion_loss(self, x0, y, generator=None):
         loss = super().diffusion_loss(x0, y, generator)
         return loss * float("nan") if self.global_rank == 1 and self.global_step >= 3 else loss
+
+
+class CrashOnRankZero(DiffusionModule):
+    """Rank 0 crashes at step 3 while rank 1 waits for it in the gradient all-reduce."""
+
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 0 and self.global_step == 3:
+            raise RuntimeError("planted crash on rank 0")
+        return super().training_step(batch, batch_idx)

@@ -131,3 +131,13 @@ def test_multirun_with_ddp_is_refused_in_one_line_before_the_sweep_starts(tmp_pa
         "(one sweep point per GPU, in parallel) or hydra/launcher=submitit_slurm (SLURM), or train the points one "
         "after another with trainer=ddp without -m (README, \"GPUs and clusters\")"]
     assert not (tmp_path / "multirun").exists()  # nothing launched, no sweep tree
+
+
+def test_a_crash_on_one_rank_saves_the_interrupt_checkpoint_without_deadlock(tmp_path):
+    from diffusion.checkpoint import load_module
+
+    r = run_entry("train.py", *DDP, *TINY, "eval.num_samples=0", "module._target_=ddp_probes.CrashOnRankZero",
+                  f"hydra.run.dir={tmp_path}", env=PROBES, timeout=300)  # a barrier in the save would hang here
+    assert r.returncode != 0 and "planted crash on rank 0" in r.stderr
+    module = load_module(tmp_path / "checkpoints" / "interrupted.ckpt", weights="raw")
+    assert module.checkpoint_step == 3
