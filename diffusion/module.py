@@ -131,12 +131,14 @@ class DiffusionModule(L.LightningModule):
         """
         if self.nonfinite_at is None or self._trainer is None:
             return
-        local = int(self.nonfinite_at.item())
-        if (self.trainer.strategy.reduce_boolean_decision(local < 0, all=True) if agree else local < 0):
-            return
-        where = f"at step {local}" if local >= 0 else "on another rank"
-        raise NonFiniteLossError(f"the loss became NaN or infinite {where}; training stopped, the last checkpoint "
-                                 "(saved before it) is kept")
+        never = torch.full_like(self.nonfinite_at, 2**62)
+        first = torch.where(self.nonfinite_at >= 0, self.nonfinite_at, never)
+        if agree:  # one collective says whether and where: the earliest bad step on any rank
+            first = self.trainer.strategy.reduce(first, reduce_op="min")
+        step = int(first.item())
+        if step < 2**62:
+            raise NonFiniteLossError(f"the loss became NaN or infinite at step {step}; training stopped, the last "
+                                     "checkpoint (saved before it) is kept")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None and self.trainer.state.fn == "fit":

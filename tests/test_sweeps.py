@@ -1,7 +1,6 @@
 """Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
 
 import json
-import re
 import subprocess
 import sys
 
@@ -117,9 +116,8 @@ def test_a_nan_on_one_rank_stops_both_ranks_with_one_line(tmp_path):
                   "module._target_=ddp_probes.NaNOnRankOne", f"hydra.run.dir={tmp_path}", env=PROBES, timeout=300)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert len(errors) == 1, r.stderr[-3000:]  # rank 0's line; rank 1 (which raised with it) stays quiet
-    assert re.fullmatch(r"error: the loss became NaN or infinite (at step [3-5]|on another rank); training stopped, "
-                        r"the last checkpoint \(saved before it\) is kept", errors[0])
+    assert errors == ["error: the loss became NaN or infinite at step 3; training stopped, the last checkpoint "
+                      "(saved before it) is kept"], r.stderr[-3000:]  # rank 0's line, with rank 1's first bad step
     assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists()
 
 
