@@ -157,7 +157,8 @@ def load_module(path: str | Path, weights: str = "ema", device: str | torch.devi
         raise CheckpointError(path, f"its hyper-parameters or weights do not build a model: {type(err).__name__}") \
             from None
     module.checkpoint_step = ckpt.get("global_step")
-    return module.to(device).eval()
+    module.to(device).apply_layout()  # the memory layout for that device (channels_last rule)
+    return module.eval()
 
 
 def export_safetensors(module: Any, path: str | Path) -> Path:

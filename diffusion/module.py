@@ -65,7 +65,7 @@ class DiffusionModule(L.LightningModule):
         self.null_label = len(class_names) if p_uncond > 0 else -1
         self.channels_last = channels_last  # None: per device type (diffusion.runtime.CHANNELS_LAST)
         self.nonfinite_at: Tensor | None = None  # first step with a NaN/inf loss, kept on the device (no host sync)
-        self._set_layout()
+        self.apply_layout()
 
     @property
     def data_spec(self) -> Any:
@@ -80,13 +80,13 @@ class DiffusionModule(L.LightningModule):
 
         return use_channels_last(self.device) if self.channels_last is None else self.channels_last
 
-    def _set_layout(self) -> None:
-        """Put the convolution weights in the layout the inputs will have."""
+    def apply_layout(self) -> None:
+        """Put the convolution weights in the layout the inputs will have on the current device."""
         layout = torch.channels_last if self.uses_channels_last() else torch.contiguous_format
         self.net.to(memory_format=layout)
 
     def on_fit_start(self) -> None:
-        self._set_layout()  # now on the training device
+        self.apply_layout()  # now on the training device
         if self.trainer.world_size > 1:  # each rank its own t, ε and label dropout (else the global batch repeats)
             torch.manual_seed((torch.initial_seed() + 7919 * self.trainer.global_rank) % 2**63)
 

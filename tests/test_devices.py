@@ -166,9 +166,14 @@ def test_autocast_and_layout_follow_the_device(monkeypatch):
     assert runtime.autocast_dtype(CUDA) == torch.bfloat16
     module, _ = tiny_module()
     assert module.channels_last is None and module.uses_channels_last() == runtime.CHANNELS_LAST["cpu"]
+    convs = [m for m in module.net.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    conv = convs[0].weight  # (with one input channel both layouts have the same strides)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
     with fake_cuda():
-        module.to(CUDA)
+        module.to(CUDA).apply_layout()  # what load_module and on_fit_start do on the new device
         assert module.uses_channels_last() == runtime.CHANNELS_LAST["cuda"]
+        conv = convs[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == runtime.CHANNELS_LAST["cuda"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for machines without a GPU")
