@@ -52,6 +52,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
         check_guidance(w, "eval.guidance", minimum=-1)
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible here; "
+                          "use trainer=cpu")
     launcher = sweep_launcher()
     if launcher is not None and (error := multirun_ddp_error(cfg.trainer, launcher)):
         raise ConfigError(error)
