@@ -53,7 +53,7 @@ def check_config(cfg: DictConfig) -> None:
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
         check_guidance(w, "eval.guidance", minimum=-1)
     accelerator = cfg.trainer.get("accelerator", "cpu")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if uses_cuda(accelerator) and not torch.cuda.is_available():  # "auto" falls back to the CPU instead
         raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible here; "
                           "use trainer=cpu")
     launcher = sweep_launcher()
