@@ -154,12 +154,15 @@ def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | P
            "evaluator_test_accuracy": meta["test_accuracy"]}
     if inception:
         out["fid_inception"] = inception_fid(images, spec, root, inception_weights, device=device)
+        out["fid_inception_protocol"] = inception_protocol(spec, len(images),
+                                                           inception_weights or default_inception_weights(root))
     return out
 
 
 def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | None, batch: int | None = None,
                   device: str | torch.device = "cpu") -> float:
-    """Standard FID (Inception-v3 pool features, fp32) of uint8 images against the test set; reference cached."""
+    """Standard FID with the seed paper's protocol: uint8 images cropped back to the data set's own size (the
+    padding removed) against its test set at that size, Inception-v3 pool features in fp32; reference cached."""
     device = torch.device(device)
     batch = batch or (500 if device.type == "cuda" else 50)
     weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
@@ -167,13 +170,27 @@ def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | Non
     fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
     fid.to(device)
     key = file_digest(Path(weights)) if weights else "torchmetrics"
-    test_set = "Inception features (test set)"
     on_device = lambda chunks: (extract(x.to(device, non_blocking=True)) for x in chunks)  # noqa: E731
-    with_reference(fid, root / "evaluators" / f"fid_ref_{spec.name}_inception.pt", key,
-                   lambda: on_device(batches(real_images(root, spec)[0], batch, test_set)))
-    for features in on_device(batches(images, batch, "Inception features (samples)")):
+    test_set = lambda: channels_first(load_split(root, spec, train=False)[0])  # noqa: E731  unpadded
+    with_reference(fid, root / "evaluators" / f"fid_ref_{spec.name}_inception{spec.size}.pt", key,
+                   lambda: on_device(batches(test_set(), batch, "Inception features (test set)")))
+    for features in on_device(batches(crop_padding(images, spec), batch, "Inception features (samples)")):
         fid.update(features, real=False)
     return fid.compute().item()
+
+
+def crop_padding(images: Tensor, spec: DataSpec) -> Tensor:
+    """(N, C, H, W) images of the model's size back to the data set's own (N, C, size, size): the border removed."""
+    p = spec.pad
+    return images[..., p : images.shape[-2] - p, p : images.shape[-1] - p] if p else images
+
+
+def inception_protocol(spec: DataSpec, num_samples: int, weights: str | None) -> dict[str, Any]:
+    """How `fid_inception` was measured, for metrics.json (the seed paper's protocol)."""
+    return {"resolution": spec.size, "num_samples": num_samples, "reference": f"{spec.name} test set, all images, "
+            f"{spec.size}x{spec.size}",
+            "features": "Inception-v3 pool (2048-d), grey repeated to RGB, bilinear resize to 299 (pytorch-fid)",
+            "weights": Path(weights).name if weights else "torchmetrics inception-v3-compat"}
 
 
 def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from diffusion.checks import check_choice
 from diffusion.samplers import sample_generators
-from diffusion.schedule import NoiseSchedule
+from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS, NoiseSchedule
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -45,17 +45,21 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
 
 class DiffusionModule(L.LightningModule):
-    """ε-prediction DDPM with classifier-free guidance training (Ho et al. 2020; Ho & Salimans 2022)."""
+    """DDPM with classifier-free guidance training (Ho et al. 2020; Ho & Salimans 2022); the network predicts ε, v or
+    x_0, and `forward` always returns ε̂ so that the samplers need not know which."""
 
     def __init__(self, net: dict, schedule: dict, optimizer: dict, lr_scheduler: dict | None = None,
                  loss: str = "mse", p_uncond: float = 0.1, guidance: float = 0.0, sampler: dict | None = None,
                  class_names: Sequence[str] = tuple("0123456789"), data_name: str = "mnist",
-                 channels_last: bool | None = None, data: dict | None = None) -> None:
+                 channels_last: bool | None = None, data: dict | None = None, prediction: str = "eps",
+                 loss_weight: str = "none", snr_gamma: float = 5.0) -> None:
         super().__init__()
         net, schedule, optimizer, lr_scheduler, sampler, data = map(
             plain, (net, schedule, optimizer, lr_scheduler, sampler, data))
         class_names = list(plain(class_names))
         check_choice(loss, LOSSES, "loss")
+        check_choice(prediction, PREDICTIONS, "prediction")
+        check_choice(loss_weight, LOSS_WEIGHTS, "loss_weight")
         self.save_hyperparameters()
         # The data set's spec (diffusion.datasets.DataSpec) sets the image shape; checkpoints keep a copy.
         shape = {"in_channels": data["channels"], "image_size": data["size"] + 2 * data["pad"]} if data else {}
@@ -94,16 +98,22 @@ class DiffusionModule(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.uses_channels_last() else x
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        """ε_θ(x_t, t, y)."""
-        return self.net(self._layout(x), t, y)
+        """ε̂_θ(x_t, t, y), converted from the network's v or x_0 prediction when it predicts those."""
+        out = self.net(self._layout(x), t, y)
+        prediction = self.hparams.prediction
+        return out if prediction == "eps" else self.schedule.eps_from(prediction, x.float(), t, out.float())
 
     def diffusion_loss(self, x0: Tensor, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """E_{t,ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖ (Ho et al. 2020, eq. 14; L1 optional)."""
-        b = x0.shape[0]
+        """E_{t,ε} w_t·‖target − net(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t, y)‖ (Ho et al. 2020, eq. 14 for target ε, w=1; L1
+        optional; targets and weights in diffusion.schedule)."""
+        b, hp = x0.shape[0], self.hparams
         t = torch.randint(0, self.schedule.timesteps, (b,), device=self.device, generator=generator)
         noise = torch.randn(x0.shape, device=self.device, generator=generator)
-        pred = self(self.schedule.q_sample(x0, t, noise), t, y)
-        return LOSSES[self.hparams.loss](pred.float(), noise)
+        pred = self.net(self._layout(self.schedule.q_sample(x0, t, noise)), t, y).float()
+        prediction = hp.prediction
+        per_sample = LOSSES[hp.loss](pred, self.schedule.target(prediction, x0, t, noise), reduction="none")
+        weight = self.schedule.loss_weight(hp.loss_weight, prediction, t, hp.snr_gamma)
+        return (weight * per_sample.flatten(1).mean(1)).mean()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x0, y = batch

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 BETA_SCHEDULES: dict[str, Callable[..., Tensor]] = {}
+PREDICTIONS = ("eps", "v", "x0")  # what the network outputs: ε, v = α·ε − σ·x_0, or x_0
+LOSS_WEIGHTS = ("none", "min_snr")
 
 
 def beta_schedule(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -74,3 +76,42 @@ class NoiseSchedule(nn.Module):
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, eq. 4 solved for x_0 (per-sample t; the samplers use scalar t)."""
         return (x_t - self.gather(self.sqrt_one_minus_alpha_bar, t) * eps) / self.gather(self.sqrt_alpha_bar, t)
+
+    def snr(self, t: Tensor) -> Tensor:
+        """SNR(t) = ᾱ_t/(1−ᾱ_t) = α_t²/σ_t² (Kingma et al. 2021, eq. 2), per sample, float32."""
+        return self.alpha_bar[t] / (1 - self.alpha_bar[t])
+
+    def target(self, prediction: str, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """What the network learns to output for `prediction`: ε, x_0, or v = α_t·ε − σ_t·x_0 (Salimans & Ho 2022,
+        §4)."""
+        if prediction == "eps":
+            return noise
+        if prediction == "x0":
+            return x0
+        if prediction == "v":
+            return self.gather(self.sqrt_alpha_bar, t) * noise - self.gather(self.sqrt_one_minus_alpha_bar, t) * x0
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+
+    def eps_from(self, prediction: str, x_t: Tensor, t: Tensor, out: Tensor) -> Tensor:
+        """The network output for `prediction` as ε̂, so that every sampler and guidance work in ε-space:
+        v: ε̂ = σ_t·x_t + α_t·v̂ (Salimans & Ho 2022, App. D); x_0: ε̂ = (x_t − α_t·x̂_0)/σ_t (eq. 4 solved for ε)."""
+        if prediction == "eps":
+            return out
+        alpha, sigma = self.gather(self.sqrt_alpha_bar, t), self.gather(self.sqrt_one_minus_alpha_bar, t)
+        if prediction == "v":
+            return sigma * x_t + alpha * out
+        if prediction == "x0":
+            return (x_t - alpha * out) / sigma
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+
+    def loss_weight(self, kind: str, prediction: str, t: Tensor, gamma: float = 5.0) -> Tensor:
+        """Per-sample weight of the loss on `prediction`'s target. 'min_snr': the weight that makes it
+        min(SNR_t, γ)·‖x_0 − x̂_0‖², i.e. min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR+1) for v, min(SNR, γ) for x_0
+        (Min-SNR-γ, Hang et al. 2023, eq. 7 and §3.4); 'none': 1."""
+        if kind == "none":
+            return torch.ones_like(t, dtype=self.alpha_bar.dtype)
+        if kind != "min_snr":
+            raise ValueError(f"loss_weight must be one of {', '.join(LOSS_WEIGHTS)}, got {kind!r}")
+        snr = self.snr(t)
+        clipped = snr.clamp(max=gamma)
+        return {"eps": clipped / snr, "v": clipped / (snr + 1), "x0": clipped}[prediction]

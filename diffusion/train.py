@@ -21,6 +21,7 @@ from diffusion.checks import (ConfigError, check_choice, check_guidance, check_p
 from diffusion.distributed import claim_device, gather_shares, is_rank_zero, multirun_ddp_error
 from diffusion.module import LOSSES
 from diffusion.runtime import configure_cuda, uses_cuda
+from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -37,6 +38,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
     check_choice(cfg.loss, LOSSES, "loss")
+    check_choice(cfg.prediction, PREDICTIONS, "prediction")
+    check_choice(cfg.loss_weight, LOSS_WEIGHTS, "loss_weight")
+    check_positive(cfg.snr_gamma, "snr_gamma")
     check_seed(cfg.seed, "train")
     if "lr" in cfg.optim:
         check_positive(cfg.optim.lr, "optim.lr")

@@ -8,7 +8,8 @@ import torch
 
 from conftest import run_entry
 from diffusion.classifier import evaluator_path, load_classifier
-from diffusion.evaluation import InceptionFeatures, evaluate, format_table, real_images
+from diffusion.datasets import DataSpec
+from diffusion.evaluation import InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,31 @@ def test_inception_wrapper_feeds_3x299_in_the_expected_range(tmp_path):
     assert out.shape == (2, 2048)
     assert out[0, :4].tolist() == pytest.approx([-1.0, -1.0, 3.0, 299.0], abs=1e-5)
     assert out[1, :4].tolist() == pytest.approx([0.9921875, 0.9921875, 3.0, 299.0], abs=1e-5)
+
+
+class PoolProbe(torch.nn.Module):
+    """A stand-in for Inception: 2048 features from the resized image (average pooled to 32×64)."""
+
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(x[:, :1], (32, 64)).flatten(1)
+
+
+def test_inception_fid_follows_the_paper_protocol_crop_to_28_against_the_unpadded_test_set(mnist_test, data_root,
+                                                                                          tmp_path, monkeypatch):
+    import diffusion.evaluation as ev
+
+    real_split = ev.load_split
+    monkeypatch.setattr(ev, "load_split", lambda *a, **k: tuple(v[:1000] for v in real_split(*a, **k)))  # faster
+    probe = tmp_path / "probe.pt"
+    torch.jit.script(PoolProbe()).save(str(probe))
+    padded = mnist_test[0][:1000]  # the test images as the model draws them: 32×32 with the 2-pixel border
+    assert crop_padding(padded, DataSpec.of("mnist")).shape[-2:] == (28, 28)
+    shutil.copytree(data_root / "MNIST", tmp_path / "MNIST")
+    same = inception_fid(padded, DataSpec.of("mnist"), tmp_path, str(probe), batch=500)
+    assert abs(same) < 1e-3  # cropped samples equal to the test set: FID 0
+    assert (tmp_path / "evaluators" / "fid_ref_mnist_inception28.pt").is_file()
+    shifted = torch.roll(padded, 2, dims=-1)  # the same digits 2 pixels off centre
+    assert inception_fid(shifted, DataSpec.of("mnist"), tmp_path, str(probe), batch=500) > 100 * max(same, 1e-3)
 
 
 @pytest.mark.slow

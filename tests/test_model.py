@@ -49,3 +49,21 @@ def test_bad_sampling_kind_raises():
         UNet(downsample="avgpool")
     with pytest.raises(ValueError, match="upsample"):
         UNet(upsample="bilinear")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+@pytest.mark.parametrize("loss_weight", ["none", "min_snr"])
+def test_every_prediction_trains_and_samples_in_eps_space(train_cfg, prediction, loss_weight):
+    cfg = train_cfg(f"prediction={prediction}", f"loss_weight={loss_weight}", "model=tiny")
+    module = instantiate(cfg.module, class_names=list("0123456789"), data={"channels": 1, "size": 28, "pad": 2})
+    x0, y = torch.rand(4, 1, 32, 32) * 2 - 1, torch.arange(4)
+    loss = module.diffusion_loss(x0, y)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in module.net.parameters() if p.requires_grad)
+    t = torch.tensor([10, 300, 600, 900])
+    x_t = module.schedule.q_sample(x0, t, torch.randn_like(x0))
+    out = module.net(x_t, t, y)
+    expected = module.schedule.eps_from(prediction, x_t, t, out)
+    torch.testing.assert_close(module(x_t, t, y), expected)  # what every sampler sees: ε̂
+    images = module.sample(torch.arange(2), instantiate(cfg.sampler), guidance=0.5)
+    assert images.shape == (2, 1, 32, 32) and torch.isfinite(images).all()

@@ -73,3 +73,51 @@ def test_bad_schedule_arguments_raise(bad):
 
 def test_linear_betas_is_float64():
     assert linear_betas(10).dtype == torch.float64
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_each_prediction_target_converts_back_to_the_noise(kind, prediction):
+    s = NoiseSchedule(1000, kind)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 1, 4, 4, generator=g), torch.randn(6, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 100, 500, 900, 998])
+    x_t = s.q_sample(x0, t, noise)
+    target = s.target(prediction, x0, t, noise)
+    torch.testing.assert_close(s.eps_from(prediction, x_t, t, target), noise, atol=2e-3, rtol=1e-3)
+
+
+def test_v_target_closed_form():
+    # v = α·ε − σ·x_0 (Salimans & Ho 2022): at SNR = 1 (α = σ = 1/√2) v = (ε − x_0)/√2
+    s = NoiseSchedule(1000, "cosine")
+    t = (s.alpha_bar - 0.5).abs().argmin().view(1)
+    x0, noise = torch.full((1, 1, 2, 2), 0.3), torch.full((1, 1, 2, 2), -1.1)
+    alpha, sigma = s.sqrt_alpha_bar[t].item(), s.sqrt_one_minus_alpha_bar[t].item()
+    assert alpha == pytest.approx(2**-0.5, abs=2e-3) and sigma == pytest.approx(2**-0.5, abs=2e-3)
+    assert s.target("v", x0, t, noise).flatten()[0].item() == pytest.approx(alpha * -1.1 - sigma * 0.3, rel=1e-6)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_min_snr_weight_makes_every_target_the_clipped_snr_times_the_x0_error(prediction):
+    # Hang et al. 2023: the weighted loss is min(SNR_t, γ)·‖x_0 − x̂_0‖² whatever the network predicts
+    s, gamma = NoiseSchedule(1000, "linear"), 5.0
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(5, 1, 3, 3, generator=g), torch.randn(5, 1, 3, 3, generator=g)
+    t = torch.tensor([2, 50, 200, 600, 990])  # SNR from ~2500 to ~1e-4: both sides of γ
+    x_t = s.q_sample(x0, t, noise)
+    out = s.target(prediction, x0, t, noise) + 0.1 * torch.randn(x0.shape, generator=g)  # an imperfect prediction
+    eps_hat = s.eps_from(prediction, x_t, t, out)
+    x0_hat = s.predict_x0(x_t, t, eps_hat)
+    weighted = s.loss_weight("min_snr", prediction, t, gamma) * (out - s.target(prediction, x0, t, noise)).pow(2).flatten(1).mean(1)
+    expected = s.snr(t).clamp(max=gamma) * (x0_hat - x0).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(weighted, expected, rtol=2e-3, atol=1e-6)
+    assert s.loss_weight("none", prediction, t).tolist() == [1.0] * 5
+
+
+def test_unknown_prediction_and_weight_are_one_line_errors():
+    s = NoiseSchedule(10)
+    t = torch.zeros(1, dtype=torch.long)
+    with pytest.raises(ValueError, match="prediction must be one of eps, v, x0"):
+        s.target("score", torch.zeros(1, 1, 1, 1), t, torch.zeros(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="loss_weight must be one of none, min_snr"):
+        s.loss_weight("p2", "eps", t)
