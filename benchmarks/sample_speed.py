@@ -17,7 +17,7 @@ import diffusion  # noqa: F401
 from benchmarks.train_speed import CONF
 from diffusion.checkpoint import load_module
 from diffusion.runtime import config_options
-from diffusion.sample import newest_checkpoint
+from diffusion.sample import default_model
 
 
 def rate(module, sampler, n: int, guidance: float) -> float:
@@ -31,10 +31,10 @@ def rate(module, sampler, n: int, guidance: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ckpt", nargs="?", help="default: the newest last.ckpt under outputs/")
+    parser.add_argument("ckpt", nargs="?", help="default: the newest last.ckpt under outputs/, else the shipped MNIST model")
     parser.add_argument("--n", type=int, default=250, help="images per measurement (one batch)")
     args = parser.parse_args()
-    path = args.ckpt or newest_checkpoint()
+    path = args.ckpt or default_model()[0]
     module = load_module(path)
     print(f"checkpoint {path} (T={module.schedule.timesteps}), batch {args.n}, threads {torch.get_num_threads()}")
     for name in config_options("sampler"):

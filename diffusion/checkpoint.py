@@ -5,7 +5,8 @@ Two formats, one loader (`load_module`):
   pickle, so it is read with `torch.load(weights_only=True)`: tensors and plain values only, never arbitrary objects.
 - `.safetensors`, the EMA weights with the hyper-parameters as JSON metadata: the format to share and ship; it
   cannot hold code at all. `train.py` writes `model.safetensors` at the end of every run;
-  `python -m diffusion.checkpoint CKPT [OUT]` converts any `.ckpt`.
+  `python -m diffusion.export ckpt_path=CKPT out=FILE` converts any `.ckpt`; the shipped models in
+  `pretrained/<name>/model.safetensors` are such files.
 
 Either way the hyper-parameters only name classes from an allow-list (the `_target_`s a checkpoint of this project
 can hold), so a crafted file cannot make `hydra.utils.instantiate` call anything else.
@@ -13,10 +14,9 @@ can hold), so a crafted file cannot make `hydra.utils.instantiate` call anything
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -161,30 +161,32 @@ def load_module(path: str | Path, weights: str = "ema", device: str | torch.devi
     return module.eval()
 
 
-def export_safetensors(module: Any, path: str | Path) -> Path:
-    """The module's weights as safetensors, its hyper-parameters and step as metadata (written atomically)."""
+def export_safetensors(module: Any, path: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """The module's weights as safetensors (floating tensors stored as `dtype`; loading casts them back), its
+    hyper-parameters and step as metadata (written atomically)."""
     from safetensors.torch import save
 
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    state = {k: v.detach().cpu().to(dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in module.state_dict().items()}
     meta = {"format": FORMAT, "hyper_parameters": json.dumps(dict(module.hparams)),
             "global_step": str(getattr(module, "checkpoint_step", None) or module.global_step)}
     return atomic_write(path, lambda f: f.write(save(state, metadata=meta)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: convert a training checkpoint to a shareable `.safetensors` file (EMA weights)."""
-    parser = argparse.ArgumentParser(description="Export a .ckpt's EMA weights as .safetensors (no pickle, no code).")
-    parser.add_argument("ckpt", help="a last.ckpt / best-*.ckpt written by train.py")
-    parser.add_argument("out", nargs="?", help="output file (default: the checkpoint's name with .safetensors)")
-    args = parser.parse_args(argv)
-    out = Path(args.out or Path(args.ckpt).with_suffix(".safetensors"))
-    try:
-        print(export_safetensors(load_module(args.ckpt), out))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+def shipped_models() -> dict[str, Path]:
+    """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors."""
+    return {p.parent.name: p for p in sorted(PRETRAINED_DIR.glob("*/model.safetensors"))}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def shown(path: str | Path) -> str:
+    """A path as a user would type it: relative to the working directory when inside it, else absolute."""
+    rel = os.path.relpath(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def pretrained_path(name: str) -> Path:
+    """The shipped model `name`; one clear line naming the others if there is no such model."""
+    models = shipped_models()
+    if name not in models:
+        raise FileNotFoundError(f"no pretrained model {name!r}; the shipped ones are: {', '.join(models) or 'none'}")
+    return models[name]

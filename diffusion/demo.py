@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from diffusion.checkpoint import PRETRAINED_DIR, load_module
+from diffusion.checkpoint import load_module, shipped_models, shown
 from diffusion.images import grid_image
 from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
@@ -46,12 +46,17 @@ RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model
 
 
 def list_models(pinned: str | None = None, roots: tuple[str, ...] = RUN_ROOTS) -> list[str]:
-    """The model files the demo offers, and the only ones it loads: `pinned` (the server's ckpt_path), the shipped
-    pretrained/*.safetensors, then every run's last.ckpt, best-*.ckpt and model.safetensors, newest first."""
+    """The model files the demo offers, and the only ones it loads: `pinned` (the server's ckpt_path), every run's
+    last.ckpt, best-*.ckpt and model.safetensors, newest first, then the shipped pretrained/<name>/model.safetensors
+    (so with no run of one's own, the page starts on the shipped MNIST model)."""
     runs = [p for root in roots for pattern in RUN_FILES for p in Path(root).glob(pattern) if p.is_file()]
     runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    shipped = sorted(PRETRAINED_DIR.glob("*.safetensors"))
-    return list(dict.fromkeys(str(p) for p in [*([Path(pinned)] if pinned else []), *shipped, *runs]))
+    return list(dict.fromkeys([*([str(pinned)] if pinned else []), *map(str, runs), *shipped_entries()]))
+
+
+def shipped_entries() -> list[str]:
+    """The shipped models as the page lists them."""
+    return [shown(p) for p in shipped_models().values()]
 
 
 DEVICE = "auto"  # the server's `device` option
@@ -88,8 +93,11 @@ def describe(path: str, allowed: list[str]) -> str:
     if metrics.is_file():
         try:
             r = json.loads(metrics.read_text())
-            text += (f" Run metrics ({r['num_samples']} samples): FID {r['fid']:.2f} (classifier features), "
-                     f"IS {r['is']:.2f}, class accuracy {r['class_accuracy']:.3f}.")
+            get = lambda key: r.get(f"{key}_mean", r.get(key))  # noqa: E731  several seeds: their mean
+            seeds = f" × {r['num_seeds']} seeds" if "num_seeds" in r else ""
+            text += (f" Run metrics ({r['num_samples']} samples{seeds}): FID {get('fid'):.2f} (classifier features)"
+                     + (f", FID {get('fid_inception'):.2f} (Inception)" if get("fid_inception") is not None else "")
+                     + f", IS {get('is'):.2f}, class accuracy {get('class_accuracy'):.3f}.")
         except (ValueError, KeyError, TypeError):
             pass
     return text
@@ -235,8 +243,11 @@ def main(cfg: DictConfig) -> None:
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         print(f"error: ckpt_path {cfg.ckpt_path} is not a file", file=sys.stderr)
         raise SystemExit(1)
-    if not list_models(cfg.ckpt_path):
+    models = list_models(cfg.ckpt_path)
+    if not models:
         print("warning: no model found under pretrained/, outputs/ or multirun/; the page will say so")
+    elif not cfg.ckpt_path and models[0] in shipped_entries():
+        print(f"no run under outputs/ or multirun/: the page starts on the shipped pretrained model {models[0]}")
     app = build_app(cfg.ckpt_path, cfg.max_images)
     app.queue(default_concurrency_limit=1, max_size=cfg.queue_size)
     app.launch(server_name=cfg.host, server_port=cfg.port, show_error=True)

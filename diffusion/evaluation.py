@@ -193,6 +193,30 @@ def inception_protocol(spec: DataSpec, num_samples: int, weights: str | None) ->
             "weights": Path(weights).name if weights else "torchmetrics inception-v3-compat"}
 
 
+SUMMARIZED = ("fid", "fid_inception", "is", "class_accuracy")
+
+
+def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metrics dict for the same model scored with several sample seeds: `<metric>_mean` and `<metric>_std`
+    (sample standard deviation) of the headline numbers, every seed's metrics under `seeds`, the shared metadata
+    from the first, and a printable `summary` line."""
+    import statistics
+
+    shared = {k: v for k, v in runs[0].items() if k not in (*SUMMARIZED, "is_std", "per_class_accuracy", "confusion",
+                                                             "seed")}
+    out: dict[str, Any] = {**shared, "num_seeds": len(runs)}
+    parts = []
+    for key in SUMMARIZED:
+        values = [r[key] for r in runs if key in r]
+        if len(values) == len(runs):
+            mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            out[f"{key}_mean"], out[f"{key}_std"] = mean, std
+            parts.append(f"{key} {mean:.4g} ± {std:.2g}")
+    out["seeds"] = runs
+    out["summary"] = f"{len(runs)} seeds × {runs[0]['num_samples']} samples: " + ", ".join(parts)
+    return out
+
+
 def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: float) -> dict[str, Any]:
     """What made a set of samples, for metrics.json: step, ω, sampler and its steps, schedule and T."""
     from diffusion.samplers import sampler_name

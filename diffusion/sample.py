@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from diffusion.checkpoint import load_module
+from diffusion.checkpoint import load_module, pretrained_path, shipped_models, shown
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.files import atomic_write
 from diffusion.generate import balanced_labels, generate
@@ -34,6 +34,33 @@ def newest_checkpoint(root: str | Path = "outputs") -> Path:
         raise FileNotFoundError(f"no checkpoint under {root}/; train one with `make train` (or `python train.py`) "
                                 "or pass ckpt_path=...")
     return found[-1]
+
+
+def default_model(root: str | Path = "outputs") -> tuple[Path, str]:
+    """The model to use when none is named: the newest run's last.ckpt, else the shipped MNIST model; with the
+    line that says which."""
+    try:
+        path = newest_checkpoint(root)
+        return path, f"using the newest checkpoint: {path}"
+    except FileNotFoundError:
+        if "mnist" not in shipped_models():
+            raise
+        path = pretrained_path("mnist")
+        return path, f"no checkpoint under {root}/: using the shipped pretrained model {shown(path)} (train your own " \
+                     "with `make train`)"
+
+
+def model_path(cfg: DictConfig) -> Path:
+    """The checkpoint `sample.py` loads: `ckpt_path`, the shipped model `pretrained`, or the default one."""
+    if cfg.ckpt_path and cfg.pretrained:
+        raise ValueError("give ckpt_path or pretrained, not both")
+    if cfg.pretrained:
+        return pretrained_path(str(cfg.pretrained))
+    if cfg.ckpt_path:
+        return Path(cfg.ckpt_path)
+    path, message = default_model()
+    print(message)
+    return path
 
 
 class Tracer:
@@ -107,8 +134,8 @@ def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
     k = len(s.names)
     x_T = per_sample_randn(sample_generators(s.cfg.seed, [0]), s.shape, s.module.device).repeat(k, 1, 1, 1)
     images = s.generate(torch.arange(k), [0] * k, x_T=x_T)
-    shown = torch.cat([(x_T[:1] / 3).clamp(-1, 1).cpu(), images.cpu()])
-    return [save_grid(shown, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
+    strip = torch.cat([(x_T[:1] / 3).clamp(-1, 1).cpu(), images.cpu()])
+    return [save_grid(strip, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
 
 
 def mode_progression(s: Sampling, out: Path) -> list[Path]:
@@ -238,7 +265,9 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     check_seed(cfg.seed, "sample")
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, module.schedule.timesteps)
-    for key in ("num_samples", "batch_size", "n_per_class", "n_progression"):
+    if cfg.repeats != 1 and not cfg.evaluate:
+        raise ValueError("repeats needs mode=bulk evaluate=true (it repeats the evaluation with other seeds)")
+    for key in ("num_samples", "batch_size", "n_per_class", "n_progression", "repeats"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg.prompt is not None:
@@ -251,16 +280,37 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
         load_classifier(data_root(), module.data_spec.name)
 
 
+def evaluate_seeds(module: DiffusionModule, cfg: DictConfig, path: Path, out: Path) -> list[Path]:
+    """bulk + evaluate once per seed (seed, seed+1, …, into seed=<s>/), then metrics.json with each seed's numbers
+    and their mean ± std (the seed paper repeats its FID 5 times: Table 1)."""
+    from omegaconf import OmegaConf
+
+    from diffusion.evaluation import run_metadata, summarize_seeds, write_metrics
+
+    runs = []
+    for seed in range(cfg.seed, cfg.seed + cfg.repeats):
+        one = OmegaConf.merge(cfg, {"seed": seed, "repeats": 1})
+        s, folder = Sampling(module, one), out / f"seed={seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        mode_bulk(s, folder)
+        extra = {**run_metadata(module.schedule, cfg.sampler, module.checkpoint_step, s.guidance),
+                 "checkpoint": str(path), "seed": seed}
+        runs.append(evaluate_npz(folder / "samples.npz", module.data_spec, cfg.eval, folder, extra, module.device))
+    summary = summarize_seeds(runs)
+    print(summary["summary"])
+    return [write_metrics(summary, out / "metrics.json")]
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """The whole of sample.py: pick and load the checkpoint, check options, write the mode's files."""
     device = resolve_device(cfg.device)
-    path = cfg.ckpt_path or newest_checkpoint()
-    if not cfg.ckpt_path:
-        print(f"using the newest checkpoint: {path}")
+    path = model_path(cfg)
     module = load_module(path, cfg.weights, device)
     check_options(cfg, module)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.evaluate and cfg.repeats > 1:
+        return evaluate_seeds(module, cfg, path, out)
     s = Sampling(module, cfg)
     if cfg.interactive:
         interactive(s, out)

@@ -9,7 +9,8 @@ import torch
 from conftest import run_entry
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
-from diffusion.evaluation import InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images
+from diffusion.evaluation import (InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images,
+                                  summarize_seeds)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,27 @@ def test_sample_py_bulk_evaluate_writes_metrics(tiny_ckpt, tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["num_samples"] == 30 and {"fid", "is", "class_accuracy", "per_class_accuracy", "confusion"} <= set(m)
     assert "class accuracy" in r.stdout
+
+
+def test_summarize_seeds_is_mean_and_sample_std():
+    runs = [{"data": "mnist", "num_samples": 10, "fid": f, "is": 9.0, "class_accuracy": 0.9, "seed": s}
+            for s, f in enumerate([1.0, 2.0, 6.0])]
+    m = summarize_seeds(runs)
+    assert m["fid_mean"] == pytest.approx(3.0) and m["fid_std"] == pytest.approx(2.6457513)  # stdev of 1, 2, 6
+    assert m["is_std"] == 0 and "fid_inception_mean" not in m and m["num_seeds"] == 3 and m["seeds"] == runs
+    assert m["summary"].startswith("3 seeds × 10 samples: fid 3 ± 2.6")
+
+
+@pytest.mark.slow
+def test_sample_py_repeats_the_evaluation_over_seeds(tiny_ckpt, tmp_path):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
+                  "mode=bulk", "num_samples=20", "evaluate=true", "sampler.steps=3", "repeats=3", "seed=5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    per_seed = [json.loads((tmp_path / f"seed={s}" / "metrics.json").read_text()) for s in (5, 6, 7)]
+    assert [x["seed"] for x in m["seeds"]] == [5, 6, 7] and [x["fid"] for x in per_seed] == [x["fid"] for x in m["seeds"]]
+    assert m["fid_mean"] == pytest.approx(sum(x["fid"] for x in per_seed) / 3) and m["fid_std"] > 0
+    assert "3 seeds × 20 samples: fid" in r.stdout
 
 
 @pytest.mark.slow

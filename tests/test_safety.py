@@ -141,13 +141,26 @@ def test_safetensors_export_round_trip_and_hostile_metadata(tiny_ckpt, tmp_path)
 
 def test_export_cli_and_sampling_from_the_export(tiny_ckpt, tmp_path):
     out = tmp_path / "tiny.safetensors"
-    r = subprocess.run([sys.executable, "-m", "diffusion.checkpoint", str(tiny_ckpt), str(out)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "diffusion.export", f"ckpt_path={tiny_ckpt}", f"out={out}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip() == str(out), r.stderr[-2000:]
+    assert r.returncode == 0 and r.stdout.startswith(f"{out} ("), r.stderr[-2000:]
     assert read_checkpoint(out)["hyper_parameters"]["data_name"] == "mnist"
     r = run_entry("sample.py", f"ckpt_path={out}", f"out_dir={tmp_path}", f"hydra.run.dir={tmp_path}",
                   "sampler.steps=5", "n_per_class=1")
     assert r.returncode == 0 and (tmp_path / "grid.png").is_file(), r.stderr[-2000:]
+    half = tmp_path / "half.safetensors"  # bf16 storage and a chosen default ω
+    r = subprocess.run([sys.executable, "-m", "diffusion.export", f"ckpt_path={out}", f"out={half}", "guidance=0.7",
+                        "dtype=bfloat16"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    full, small = load_module(out), load_module(half)
+    assert half.stat().st_size < 0.6 * out.stat().st_size and small.hparams.guidance == 0.7
+    for a, b in zip(full.state_dict().values(), small.state_dict().values()):
+        assert b.dtype == a.dtype  # cast back on load
+        torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-2)
+    r = subprocess.run([sys.executable, "-m", "diffusion.export", f"ckpt_path={out}", "dtype=int8"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip() == "error: dtype must be one of 'float32', 'bfloat16', " \
+        "'float16', got 'int8'"
 
 
 # ---- crash-safe writes --------------------------------------------------------------------------------------------

@@ -115,10 +115,21 @@ def test_default_checkpoint_is_the_newest_under_outputs(tiny_ckpt, tmp_path):
     assert "using the newest checkpoint: outputs/some-run/checkpoints/last.ckpt" in r.stdout
 
 
-def test_no_checkpoint_says_how_to_train_one(tmp_path):
-    r = run_entry("sample.py", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
-        "error: no checkpoint under outputs/; train one with `make train` (or `python train.py`) or pass ckpt_path=..."]
+def test_without_any_run_the_shipped_mnist_model_is_used_and_named(tmp_path):
+    r = run_entry("sample.py", *FAST, "n_per_class=1", f"out_dir={tmp_path}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no checkpoint under outputs/: using the shipped pretrained model" in r.stdout
+    assert "pretrained/mnist/model.safetensors" in r.stdout and (tmp_path / "grid.png").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["pretrained=cifar"], "error: no pretrained model 'cifar'; the shipped ones are: "),
+    (["pretrained=mnist", "ckpt_path=x.ckpt"], "error: give ckpt_path or pretrained, not both"),
+])
+def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
+    r = run_entry("sample.py", *args, f"hydra.run.dir={tmp_path}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), r.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,0 +1,73 @@
+"""The shipped models: safe to load, the right architecture, documented, and really trained."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import ROOT, run_entry
+from diffusion.checkpoint import load_module, shipped_models
+from diffusion.classifier import load_classifier
+from diffusion.evaluation import classify
+from diffusion.generate import balanced_labels, generate
+from diffusion.samplers import dpm_solver_sample
+
+SHIPPED = shipped_models()
+
+
+def test_the_mnist_model_is_shipped():
+    assert "mnist" in SHIPPED and SHIPPED["mnist"] == ROOT / "pretrained" / "mnist" / "model.safetensors"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_file_loads_without_unpickling_and_rebuilds_its_architecture(name, monkeypatch):
+    path = SHIPPED[name]
+    assert path.stat().st_size <= 10_000_000
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    hparams = json.loads(meta["hyper_parameters"])
+    assert meta["format"] == "diffusion-mnist" and hparams["data_name"] == name
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a shipped model must load without unpickling")
+
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    module = load_module(path)
+    assert type(module.net).__name__ == "UNet" and module.image_shape == (1, 32, 32)
+    assert sum(p.numel() for p in module.net.parameters()) == 2_447_937  # seed000 U-Net with the null class
+    with safe_open(str(path), framework="pt") as f:
+        assert set(f.keys()) == set(module.state_dict())  # every weight in the file, every file tensor used
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_has_its_evaluation_and_provenance_beside_it(name):
+    folder = SHIPPED[name].parent
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["data"] == name and m["num_samples"] >= 1000 and m["step"] == load_module(SHIPPED[name]).checkpoint_step
+    if "fid_inception_protocol" in m:
+        assert m["fid_inception_protocol"]["resolution"] == 28 and m["fid_inception_protocol"]["num_samples"] == 10000
+    about = (folder / "README.md").read_text()
+    assert "python train.py" in about and "commit" in about.lower()
+    assert (folder / "grid.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_model_draws_the_requested_class(name, data_root):
+    module = load_module(SHIPPED[name])
+    labels = balanced_labels(100, range(10))
+    images = generate(module, labels, range(100), 100, lambda *a, **k: dpm_solver_sample(*a, steps=20, **k), seed=1)
+    net, _ = load_classifier(data_root, name)
+    accuracy = (classify(net, images)[1].argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.95, f"{name}: only {accuracy:.2f} of 100 samples classified as the requested class"
+
+
+@pytest.mark.slow
+def test_sample_py_pretrained_needs_no_data_and_no_training(tmp_path):
+    r = run_entry("sample.py", "pretrained=mnist", "n_per_class=2", f"out_dir={tmp_path}", f"hydra.run.dir={tmp_path}",
+                  cwd=tmp_path, env={"DIFFUSION_DATA": str(tmp_path / "no-data")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "grid.png").is_file() and not (tmp_path / "no-data").exists()
