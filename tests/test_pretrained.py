@@ -71,3 +71,14 @@ def test_sample_py_pretrained_needs_no_data_and_no_training(tmp_path):
                   cwd=tmp_path, env={"DIFFUSION_DATA": str(tmp_path / "no-data")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "grid.png").is_file() and not (tmp_path / "no-data").exists()
+
+
+def test_demo_lists_own_runs_first_then_the_shipped_models(tmp_path):
+    from diffusion.demo import list_models, shipped_entries
+
+    assert list_models(None, roots=(str(tmp_path / "outputs"),)) == shipped_entries()  # no runs: starts on mnist
+    assert any(e.endswith("pretrained/mnist/model.safetensors") for e in shipped_entries())
+    run = tmp_path / "outputs" / "r" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "last.ckpt").write_bytes(b"listed, not loaded")
+    assert list_models(None, roots=(str(tmp_path / "outputs"),)) == [str(run / "last.ckpt"), *shipped_entries()]
