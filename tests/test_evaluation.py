@@ -108,6 +108,7 @@ class PoolProbe(torch.nn.Module):
         return torch.nn.functional.adaptive_avg_pool2d(x[:, :1], (32, 64)).flatten(1)
 
 
+@pytest.mark.slow
 def test_inception_fid_follows_the_paper_protocol_crop_to_28_against_the_unpadded_test_set(mnist_test, data_root,
                                                                                           tmp_path, monkeypatch):
     import diffusion.evaluation as ev
