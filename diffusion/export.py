@@ -17,6 +17,9 @@ def export(cfg: DictConfig) -> Path:
     """Load `ckpt_path` without running code, optionally set its default ω, write the safetensors file."""
     from diffusion.checkpoint import export_safetensors, load_module
 
+    if not cfg.ckpt_path:
+        raise ValueError("ckpt_path is required, e.g. python -m diffusion.export "
+                         "ckpt_path=outputs/<run>/checkpoints/last.ckpt out=model.safetensors")
     check_choice(cfg.dtype, DTYPES, "dtype")
     if cfg.guidance is not None:
         check_guidance(cfg.guidance, "guidance", minimum=-1)

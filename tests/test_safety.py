@@ -161,6 +161,10 @@ def test_export_cli_and_sampling_from_the_export(tiny_ckpt, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.strip() == "error: dtype must be one of 'float32', 'bfloat16', " \
         "'float16', got 'int8'"
+    r = subprocess.run([sys.executable, "-m", "diffusion.export"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: ckpt_path is required, e.g. python -m diffusion.export ckpt_path=outputs/<run>/checkpoints/last.ckpt "
+        "out=model.safetensors"]
 
 
 # ---- crash-safe writes --------------------------------------------------------------------------------------------
