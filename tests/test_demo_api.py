@@ -53,11 +53,13 @@ def test_a_listed_model_generates_and_leaves_no_files(server):
     assert files_under(server["tmp"]) | files_under(server["cache"]) == before
 
 
-def test_the_listing_is_the_pinned_model_then_the_runs_found(server, tmp_path):
-    from diffusion.demo import list_models
+def test_the_listing_is_the_pinned_model_then_the_runs_found_then_the_shipped_ones(server, tmp_path):
+    from diffusion.demo import list_models, shipped_entries
 
     found = list_models(server["pinned"], roots=(str(server["work"] / "outputs"),))
-    assert found[0] == server["pinned"] and found[-1] == str(server["work"] / server["planted"])
+    shipped = shipped_entries()  # listed last: the runs come first
+    assert found[0] == server["pinned"] and found[len(found) - len(shipped):] == shipped
+    assert found[len(found) - len(shipped) - 1] == str(server["work"] / server["planted"])
     new = server["work"] / "outputs" / "new-run" / "checkpoints" / "last.ckpt"
     new.parent.mkdir(parents=True)
     shutil.copy(server["pinned"], new)
