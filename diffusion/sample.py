@@ -240,17 +240,19 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
 
 
-def evaluate_npz(npz: Path, spec: Any, eval_cfg: DictConfig, out: Path, extra: dict[str, Any],
-                 device: torch.device = torch.device("cpu")) -> dict[str, Any]:
-    """Score samples.npz against the test set of the data set `spec`; prints the table, writes metrics.json."""
+def evaluate_npz(s: Sampling, path: Path, out: Path, **extra: Any) -> dict[str, Any]:
+    """Score out/samples.npz against the test set of the model's data set, with what made the samples (sampler,
+    steps, ω, checkpoint, `extra`); prints the table, writes out/metrics.json."""
     from diffusion.data import channels_first
-    from diffusion.evaluation import evaluate, format_table, write_metrics
+    from diffusion.evaluation import evaluate, format_table, run_metadata, write_metrics
 
-    with np.load(npz, allow_pickle=False) as saved:
+    module, spec, eval_cfg = s.module, s.module.data_spec, s.cfg.eval
+    with np.load(out / "samples.npz", allow_pickle=False) as saved:
         images, labels = channels_first(torch.from_numpy(saved["images"])), torch.from_numpy(saved["labels"])
     metrics = evaluate(images, labels, spec, data_root(), eval_cfg.inception, eval_cfg.inception_weights,
-                       eval_cfg.batch_size, device=device)
-    metrics.update(extra)
+                       eval_cfg.batch_size, device=module.device)
+    metrics.update(run_metadata(module.schedule, s.cfg.sampler, module.checkpoint_step, s.guidance),
+                   checkpoint=str(path), **extra)
     print(format_table(metrics, list(spec.classes)))
     print(write_metrics(metrics, out / "metrics.json"))
     return metrics
@@ -285,7 +287,7 @@ def evaluate_seeds(module: DiffusionModule, cfg: DictConfig, path: Path, out: Pa
     and their mean ± std (the seed paper repeats its FID 5 times: Table 1)."""
     from omegaconf import OmegaConf
 
-    from diffusion.evaluation import run_metadata, summarize_seeds, write_metrics
+    from diffusion.evaluation import summarize_seeds, write_metrics
 
     runs = []
     for seed in range(cfg.seed, cfg.seed + cfg.repeats):
@@ -293,9 +295,7 @@ def evaluate_seeds(module: DiffusionModule, cfg: DictConfig, path: Path, out: Pa
         s, folder = Sampling(module, one), out / f"seed={seed}"
         folder.mkdir(parents=True, exist_ok=True)
         mode_bulk(s, folder)
-        extra = {**run_metadata(module.schedule, cfg.sampler, module.checkpoint_step, s.guidance),
-                 "checkpoint": str(path), "seed": seed}
-        runs.append(evaluate_npz(folder / "samples.npz", module.data_spec, cfg.eval, folder, extra, module.device))
+        runs.append(evaluate_npz(s, path, folder, seed=seed))
     summary = summarize_seeds(runs)
     print(summary["summary"])
     return [write_metrics(summary, out / "metrics.json")]
@@ -320,11 +320,7 @@ def run(cfg: DictConfig) -> list[Path]:
         for p in written:
             print(p)
     if cfg.evaluate:
-        from diffusion.evaluation import run_metadata
-
-        extra = {**run_metadata(module.schedule, cfg.sampler, module.checkpoint_step, s.guidance),
-                 "checkpoint": str(path)}
-        evaluate_npz(out / "samples.npz", module.data_spec, cfg.eval, out, extra, module.device)
+        evaluate_npz(s, path, out)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written
