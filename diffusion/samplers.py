@@ -105,10 +105,33 @@ def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int, x: Tensor) -> tu
     return schedule.alpha_bar[ts[i]], (schedule.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else x.new_tensor(1.0))
 
 
-def _denoise(model, schedule, x, t, labels, guidance, clip, null_label):
+def noise_level(schedule: NoiseSchedule, t: int) -> float:
+    """σ_t = √((1−ᾱ_t)/ᾱ_t), the noise level of x_t/√ᾱ_t (Karras et al. 2022, Table 1, VP column)."""
+    ab = schedule.alpha_bar[t].double().item()
+    return ((1 - ab) / ab) ** 0.5
+
+
+def check_interval(interval: Sequence[float] | None) -> tuple[float, float] | None:
+    """A guidance interval [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi, or None (guidance at every step)."""
+    if interval is None:
+        return None
+    if len(interval) != 2 or not 0 <= float(interval[0]) < float(interval[1]):
+        raise ValueError(f"sampler.guidance_interval must be [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi, got {list(interval)}")
+    return float(interval[0]), float(interval[1])
+
+
+def step_guidance(schedule: NoiseSchedule, t: int, guidance: float, interval: tuple[float, float] | None) -> float:
+    """ω at step t: the given ω inside the interval σ_lo < σ_t ≤ σ_hi, else 0, which skips the ∅ pass
+    (guidance in a limited interval, Kynkäänniemi et al. 2024, eq. 4); no interval: ω everywhere."""
+    if interval is None:
+        return guidance
+    return guidance if interval[0] < noise_level(schedule, t) <= interval[1] else 0.0
+
+
+def _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval=None):
     """ε̃ and the (optionally clipped) x̂_0 with ε̃ made consistent with it."""
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    eps = guided_eps(model, x, tt, labels, guidance, null_label)
+    eps = guided_eps(model, x, tt, labels, step_guidance(schedule, t, guidance, interval), null_label)
     ab = schedule.alpha_bar[t].double()
     x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()  # Ho et al. 2020, eq. 4 solved for x_0
     if clip != "none":
@@ -122,12 +145,13 @@ def ddpm_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
     shape: Sequence[int] | None = None, steps: int | None = None, guidance: float = 0.0, clip: str = "none",
     sigma: str = "posterior", null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+    guidance_interval: Sequence[float] | None = None,
 ) -> Tensor:
     """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t or β_t."""
-    ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
+    ts, interval = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps), check_interval(guidance_interval)
     x = initial_noise(generators, shape, labels.device, x_T)
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         beta = 1 - ab / ab_prev  # β of the respaced chain; equals β_t when steps = T
         # 1. Posterior mean μ̃ = c0·x̂_0 + ct·x_t (Ho et al. 2020, eq. 7)
@@ -145,12 +169,13 @@ def ddim_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
     shape: Sequence[int] | None = None, steps: int = 50, eta: float = 0.0, guidance: float = 0.0, clip: str = "none",
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+    guidance_interval: Sequence[float] | None = None,
 ) -> Tensor:
     """DDIM, x_prev = √ᾱ_prev·x̂_0 + √(1−ᾱ_prev−σ²)·ε̃ + σ·z (Song et al. 2021, eq. 12); η=0 is deterministic."""
-    ts = respaced_timesteps(schedule.timesteps, steps)
+    ts, interval = respaced_timesteps(schedule.timesteps, steps), check_interval(guidance_interval)
     x = initial_noise(generators, shape, labels.device, x_T)
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         # σ_t(η) (Song et al. 2021, eq. 16)
         sigma_eta = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
@@ -166,30 +191,53 @@ def dpm_solver_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
     shape: Sequence[int] | None = None, steps: int = 20, guidance: float = 0.0, clip: str = "none",
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
+    guidance_interval: Sequence[float] | None = None, order: int = 2,
 ) -> Tensor:
-    """DPM-Solver++(2M), multistep 2nd order in data prediction (Lu et al. 2022, Alg. 2); last step 1st order to x_0."""
+    """DPM-Solver++(2M) or (3M): multistep in data prediction (Lu et al. 2022, Alg. 2 for 2M); the first steps use
+    the orders their history allows, the last step lands on x̂_0."""
+    if order not in (2, 3):
+        raise ValueError(f"sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got {order!r}")
+    interval = check_interval(guidance_interval)
     ts = log_snr_timesteps(schedule, steps)
     x = initial_noise(generators, shape, labels.device, x_T)
     alpha_t = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
     sigma_t = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731  σ_t of the VP-SDE
     lam = lambda t: torch.log(alpha_t(t) / sigma_t(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
-    x0_prev, h_prev = None, None
+    history: list[tuple[Tensor, Tensor]] = []  # (x̂_0, step size h) of the previous steps, newest first
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label)
+        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
         if i + 1 == len(ts):
             x = x0  # σ → 0 at the end: the first-order update reduces to x̂_0
         else:
             s = ts[i + 1]
             h = lam(s) - lam(t)
-            if x0_prev is None:
-                d = x0  # 1. first step: DPM-Solver++(1), i.e. DDIM (Lu et al. 2022, eq. 9)
+            k = min(order, len(history) + 1)  # as high as the x̂_0 history allows
+            if k == 3:
+                x = ((sigma_t(s) / sigma_t(t)) * x + alpha_t(s) * _third_order(x0, history, h)).float()
             else:
-                r = h_prev / h  # 2. multistep 2nd-order correction D_i (Alg. 2, lines 6–8)
-                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-            x = ((sigma_t(s) / sigma_t(t)) * x - alpha_t(s) * torch.expm1(-h) * d).float()
-            x0_prev, h_prev = x0, h
+                d = x0  # 1. first order: DPM-Solver++(1), i.e. DDIM (Lu et al. 2022, eq. 9)
+                if k == 2:
+                    r = history[0][1] / h  # 2. multistep 2nd-order correction D_i (Alg. 2, lines 6–8)
+                    d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * history[0][0]
+                x = ((sigma_t(s) / sigma_t(t)) * x - alpha_t(s) * torch.expm1(-h) * d).float()
+            history = [(x0, h), *history][:2]
         _finish_step(x, i, t, eps, callback)
     return x
+
+
+def _third_order(x0: Tensor, history: list[tuple[Tensor, Tensor]], h: Tensor) -> Tensor:
+    """∫ e^{−(λ_s−λ)} x̂_0(λ) dλ over the step, with x̂_0 the quadratic through this and the last two x̂_0 in λ.
+
+    The exact solution x_s = (σ_s/σ_t)·x_t + α_s·∫_{λ_t}^{λ_s} e^{−(λ_s−λ)} x̂_0(λ) dλ (Lu et al. 2022, eq. 8)
+    with x̂_0's Taylor terms integrated exactly: 1−e^{−h}, h−1+e^{−h} and h²/2−h+1−e^{−h} multiply x̂_0, its first
+    and its second derivative in λ (DPM-Solver++(3M), Lu et al. 2022, §4; derivatives from divided differences).
+    """
+    (x1, h0), (x2, h1) = history  # x̂_0 at λ_t − h0 and at λ_t − h0 − h1
+    d1, d2 = (x0 - x1) / h0, (x1 - x2) / h1  # first divided differences
+    c = (d1 - d2) / (h0 + h1)  # the quadratic's x̂_0'' / 2
+    first, second = d1 + c * h0, 2 * c  # x̂_0' and x̂_0'' at λ_t
+    em = torch.expm1(-h)
+    return -em * x0 + (h + em) * first + (h * h / 2 - h - em) * second
 
 
 def sampler_name(target: str) -> str:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffusion.samplers import (clip_x0, ddim_sample, ddpm_sample, dpm_solver_sample, guided_eps,
-                                log_snr_timesteps, respaced_timesteps, sample_generators)
+                                log_snr_timesteps, noise_level, respaced_timesteps, sample_generators)
 from diffusion.schedule import NoiseSchedule
 
 MU = torch.linspace(-0.6, 0.6, 10)  # class c has data x_0 ~ N(MU[c], S²) in every pixel
@@ -57,6 +57,50 @@ def test_dpm_solver_lands_on_the_analytic_answer(toy):
     assert e20 / e50 > 4.0  # 2.5× the steps: at least 2.5^1.5 less error (2.5² = 6.25 for exact 2nd order)
 
 
+def test_dpm_solver_3m_converges_at_third_order(toy):
+    schedule = toy[0]
+    e30_2m, e30, e50 = (error(dpm_solver_sample, toy, steps=n, order=k) for n, k in ((30, 2), (30, 3), (50, 3)))
+    assert e50 < 1e-3 and e30 < e30_2m / 3  # the quadratic term beats 2M at equal steps
+    if schedule.kind == "cosine":  # linear's integer timesteps bunch up near t=0: its error floors by 50 steps
+        e25 = error(dpm_solver_sample, toy, steps=25, order=3)
+        assert e25 / e50 > 2**2.5  # twice the steps: ≥ 2^2.5 less error (2M: 3.9 here; exact 3rd order: 8)
+
+
+def test_dpm_solver_order_is_checked(toy):
+    with pytest.raises(ValueError, match="order must be 2 or 3"):
+        error(dpm_solver_sample, toy, steps=10, order=4)
+
+
+def counting(model, seen):
+    """The model, recording each call's batch size."""
+    return lambda x, t, y: (seen.append(len(y)), model(x, t, y))[1]
+
+
+@pytest.mark.parametrize("sampler", [ddim_sample, dpm_solver_sample, ddpm_sample])
+def test_guidance_interval_applies_omega_only_inside_it(toy, sampler):
+    schedule, model, labels, x_T = toy
+    kw = dict(steps=12, guidance=1.0, null_label=10, x_T=x_T)
+    run = lambda m, **k: sampler(m, schedule, labels, sample_generators(2, range(20)), **{**kw, **k})  # noqa: E731
+    everywhere, nowhere = run(model, guidance_interval=[0, 1e9]), run(model, guidance_interval=[1e8, 1e9])
+    assert torch.equal(everywhere, run(model)) and torch.equal(nowhere, run(model, guidance=0.0))
+    seen = []
+    lo, hi = 0.3, 5.0
+    out = run(counting(model, seen), guidance_interval=[lo, hi])
+    visited = (log_snr_timesteps(schedule, 12) if sampler is dpm_solver_sample
+               else respaced_timesteps(schedule.timesteps, 12))
+    sigmas = [((1 - schedule.alpha_bar[t]) / schedule.alpha_bar[t]).sqrt().item() for t in visited]
+    assert [n == 40 for n in seen] == [lo < s <= hi for s in sigmas]  # the ∅ pass exactly where σ is inside
+    assert 0 < sum(n == 40 for n in seen) < len(seen)
+    assert not torch.equal(out, everywhere) and not torch.equal(out, nowhere)
+    assert noise_level(schedule, visited[0]) == pytest.approx(sigmas[0])
+
+
+@pytest.mark.parametrize("interval", [[5.0, 1.0], [-1.0, 2.0], [1.0]])
+def test_bad_guidance_interval_is_one_clear_error(toy, interval):
+    with pytest.raises(ValueError, match="guidance_interval must be"):
+        error(ddim_sample, toy, steps=5, guidance=1.0, null_label=10, guidance_interval=interval)
+
+
 def test_ddpm_matches_data_distribution(toy):
     schedule, model, _, _ = toy
     labels = torch.full((400,), 7)
@@ -98,7 +142,8 @@ def test_guidance_zero_equals_plain_conditional_and_formula():
 
 
 @pytest.mark.parametrize("sampler,kw", [(ddpm_sample, dict(steps=10)), (ddim_sample, dict(steps=10, eta=1.0)),
-                                        (dpm_solver_sample, dict(steps=10))])
+                                        (dpm_solver_sample, dict(steps=10)),
+                                        (dpm_solver_sample, dict(steps=10, order=3))])
 def test_image_i_does_not_depend_on_batch_size(sampler, kw):
     schedule = NoiseSchedule(100, "cosine")
     model = GaussianEps(schedule)
