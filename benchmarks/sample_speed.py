@@ -1,50 +1,107 @@
-"""Sampling images/s of each sampler at its default steps, with and without guidance, on one checkpoint.
+"""Sampling speed and quality side by side: images/s, network evaluations per image and classifier FID per setting.
 
-`make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 250`). The 10k-sample target is
-measured end to end with `python sample.py mode=bulk num_samples=10000` (see README).
+`make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 2000 --only dpm_solver`). Every setting
+makes the same class-balanced images (same seeds, same labels) from the same model, so the FIDs compare solvers,
+not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion.evaluation.evaluate).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import diffusion  # noqa: F401
-from benchmarks.train_speed import CONF
-from diffusion.checkpoint import load_module
-from diffusion.runtime import config_options
+from diffusion.checkpoint import load_module, shown
+from diffusion.evaluation import evaluate
+from diffusion.generate import balanced_labels, generate
+from diffusion.runtime import config_option, data_root
 from diffusion.sample import default_model
 
+INTERVAL = [0.28, 5.42]  # the guidance interval in σ of Kynkäänniemi et al. (2024, Table 1, EDM2-S)
 
-def rate(module, sampler, n: int, guidance: float) -> float:
-    """images/s for n class-balanced images in one batch (after a short warm-up)."""
-    labels = torch.arange(n) % len(module.hparams.class_names)
-    module.sample(labels[:8], sampler, guidance=guidance)  # warm-up: kernels for this precision/layout
+
+@dataclass
+class Setting:
+    """One row of the table: a conf/sampler option with overrides; guidance None is the model's own ω."""
+
+    sampler: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    guidance: float | None = None
+
+    @property
+    def name(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in self.overrides.items() if k != "steps")
+        return f"{self.sampler} {extra}".strip()
+
+
+SETTINGS = [
+    Setting("ddpm"),
+    Setting("ddim", {"steps": 50}),
+    *(Setting("dpm_solver", {"steps": n}) for n in (10, 15, 20)),
+    *(Setting("dpm_solver", {"steps": n, "order": 3}) for n in (10, 15, 20)),
+    *(Setting("dpm_solver", {"steps": n, "guidance_interval": INTERVAL}) for n in (15, 20)),
+]
+
+
+class Counter:
+    """Network evaluations per image: every row of every batch the U-Net sees (the ∅ half of CFG counts)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.rows = 0
+        module.register_forward_pre_hook(self.hook)
+
+    def hook(self, module: torch.nn.Module, args: tuple) -> None:
+        self.rows += len(args[0])
+
+
+def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter) -> dict[str, Any]:
+    """Make n images with one setting, timed end to end, then score them."""
+    sampler = instantiate(config_option("sampler", setting.sampler), **setting.overrides)
+    steps = setting.overrides.get("steps") or module.schedule.timesteps
+    guidance = module.hparams.guidance if setting.guidance is None else setting.guidance
+    labels = balanced_labels(n, range(len(module.hparams.class_names)))
+    generate(module, labels[:8], range(8), 8, sampler, guidance)  # warm-up: kernels for this precision/layout
+    counter.rows = 0
     start = time.perf_counter()
-    module.sample(labels, sampler, guidance=guidance)
-    return n / (time.perf_counter() - start)
+    images = generate(module, labels, range(n), batch, sampler, guidance, seed=0, desc=f"{setting.name} {steps}")
+    seconds = time.perf_counter() - start
+    m = evaluate(images, labels, module.data_spec, data_root())
+    return {"setting": setting.name, "steps": steps, "guidance": guidance, "num_samples": n,
+            "images_per_s": n / seconds, "nfe_per_image": counter.rows / n, "fid": m["fid"], "is": m["is"],
+            "class_accuracy": m["class_accuracy"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt", nargs="?", help="default: the newest last.ckpt under outputs/, else the shipped MNIST model")
-    parser.add_argument("--n", type=int, default=250, help="images per measurement (one batch)")
+    parser.add_argument("--n", type=int, default=2000, help="images per setting (default 2000)")
+    parser.add_argument("--batch", type=int, default=250, help="images per sampling batch")
+    parser.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
+    parser.add_argument("--jsonl", type=Path, default=None, help="also append each row to this file")
     args = parser.parse_args()
     path = args.ckpt or default_model()[0]
     module = load_module(path)
-    print(f"checkpoint {path} (T={module.schedule.timesteps}), batch {args.n}, threads {torch.get_num_threads()}")
-    for name in config_options("sampler"):
-        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-            cfg = compose("sample", overrides=[f"sampler={name}", "out_dir=x"])
-        steps = cfg.sampler.get("steps") or module.schedule.timesteps
-        n = args.n if steps <= 100 else max(10, args.n // 10)  # DDPM runs all T steps: a smaller batch
-        for w in (0.0, 0.2):
-            r = rate(module, instantiate(cfg.sampler), n, w)
-            print(f"{name:>10} {steps:>5} steps  ω={w:<4} {r:8.1f} images/s  (10k images: {10000 / r / 60:6.1f} min)")
+    counter = Counter(module.net)
+    chosen = [s for s in SETTINGS if not args.only or any(s.name.startswith(o) for o in args.only)]
+    print(f"model {shown(path)} (T={module.schedule.timesteps}, ω={module.hparams.guidance}), {args.n} images per "
+          f"setting, batch {args.batch}, {torch.get_num_threads()} threads", flush=True)
+    print("| sampler | steps | NFE/image | images/s | 10k images (min) | classifier FID | IS | accuracy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for setting in chosen:
+        r = run(module, setting, args.n, args.batch, counter)
+        print(f"| {r['setting']} | {r['steps']} | {r['nfe_per_image']:.0f} | {r['images_per_s']:.1f} | "
+              f"{10000 / r['images_per_s'] / 60:.1f} | {r['fid']:.2f} | {r['is']:.2f} | {r['class_accuracy']:.2%} |",
+              flush=True)
+        if args.jsonl:
+            with args.jsonl.open("a") as f:
+                f.write(json.dumps({"model": shown(path), **r}) + "\n")
 
 
 if __name__ == "__main__":
