@@ -53,8 +53,8 @@ demo: $(STAMP)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop
 	$(BIN)/python -m benchmarks.train_speed
 
-bench-sample: $(STAMP)  ## sampling images/s per sampler, with and without guidance (newest checkpoint)
-	$(BIN)/python -m benchmarks.sample_speed
+bench-sample: evaluators  ## per sampler setting: images/s, network evaluations and classifier FID at 2k samples (newest checkpoint; ARGS=... passes options)
+	$(BIN)/python -m benchmarks.sample_speed $(ARGS)
 
 clean:  ## remove run outputs (keeps .venv and data)
 	rm -rf outputs multirun .pytest_cache

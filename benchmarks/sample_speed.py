@@ -47,6 +47,7 @@ SETTINGS = [
     *(Setting("dpm_solver", {"steps": n}) for n in (10, 15, 20)),
     *(Setting("dpm_solver", {"steps": n, "order": 3}) for n in (10, 15, 20)),
     *(Setting("dpm_solver", {"steps": n, "guidance_interval": INTERVAL}) for n in (15, 20)),
+    Setting("dpm_solver", {"steps": 10, "order": 3, "guidance_interval": INTERVAL}),
 ]
 
 

@@ -187,7 +187,8 @@ def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
                 sampler = gr.Radio(config_options("sampler"), value="dpm_solver", label="Sampler", elem_id="sampler")
-                steps = gr.Number(20, precision=0, label="Steps", elem_id="steps")
+                steps = gr.Number(config_option("sampler", "dpm_solver").steps, precision=0, label="Steps",
+                                  elem_id="steps")  # the sampler's configured default
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 n = gr.Number(4, precision=0, label=f"Number of images (max {max_images})", elem_id="n")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")

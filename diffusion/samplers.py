@@ -189,9 +189,9 @@ def ddim_sample(
 @torch.no_grad()
 def dpm_solver_sample(
     model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] | None = None, steps: int = 20, guidance: float = 0.0, clip: str = "none",
+    shape: Sequence[int] | None = None, steps: int = 10, guidance: float = 0.0, clip: str = "none",
     null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
-    guidance_interval: Sequence[float] | None = None, order: int = 2,
+    guidance_interval: Sequence[float] | None = None, order: int = 3,
 ) -> Tensor:
     """DPM-Solver++(2M) or (3M): multistep in data prediction (Lu et al. 2022, Alg. 2 for 2M); the first steps use
     the orders their history allows, the last step lands on x̂_0."""

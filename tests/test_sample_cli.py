@@ -143,6 +143,8 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
     (["seed=-3"], "seed must be an integer in [0, 2^64 - 1]"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
+    (["sampler.order=4"], "sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got 4"),
+    (["sampler.guidance_interval=[5,1]"], "sampler.guidance_interval must be [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi"),
     (["device=tpu"], "device must be cpu, cuda, cuda:N or auto; got 'tpu'"),
     *([] if torch.cuda.is_available() else
       [(["device=cuda"], "device=cuda but no CUDA GPU is visible here; use device=cpu or device=auto")]),

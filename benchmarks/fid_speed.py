@@ -1,0 +1,94 @@
+"""Standard-FID speed: Inception-v3 feature extraction per path, images/s and the FID each path gives, side by side.
+
+`python -m benchmarks.fid_speed [--n 1000] [--npz samples.npz]`. The images are a sample run's `samples.npz`, or
+by default the first N training images (an FID against the test set like any other). Paths: the TorchScript as
+loaded (fp32, NCHW), the optimized fp32 path `sample.py` uses (frozen graph, channels_last on CPUs) and, where the
+hardware has bf16 (AMX/AVX512-BF16 CPU or a GPU), bf16 autocast. Each FID uses the same test-set statistics
+(`make inception` weights) of the first N test images; the last column is the relative difference from the
+plain fp32 path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+import diffusion  # noqa: F401
+from diffusion.data import channels_first, load_split
+from diffusion.datasets import DataSpec
+from diffusion.evaluation import FID_STATES, Precomputed, default_inception_weights, inception_extractor
+from diffusion.runtime import autocast_dtype, data_root, resolve_device
+
+
+def images_for(npz: Path | None, n: int, spec: DataSpec, root: Path) -> torch.Tensor:
+    """N uint8 (N, 1, size, size) images at the data set's own size: a samples.npz (cropped) or training images."""
+    if npz is None:
+        return channels_first(load_split(root, spec, train=True)[0][:n])
+    with np.load(npz, allow_pickle=False) as f:
+        images = torch.from_numpy(f["images"][:n])
+    images = images if images.shape[1] in (1, 3) else images.permute(0, 3, 1, 2)
+    p = spec.pad
+    return images[..., p : images.shape[-2] - p, p : images.shape[-1] - p] if p else images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="images per path")
+    parser.add_argument("--npz", type=Path, default=None, help="a sample run's samples.npz (default: training images)")
+    parser.add_argument("--data", default="mnist")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    args = parser.parse_args()
+    root, spec, device = Path(data_root()), DataSpec.of(args.data), resolve_device(args.device)
+    weights = default_inception_weights(root)
+    if weights is None:
+        raise SystemExit("no Inception weights: run `make inception` first")
+    images = images_for(args.npz, args.n, spec, root)
+    # reference: the first N test images through the plain fp32 path (the cached 10k statistics take ~25 min on a
+    # 2-core fp32 CPU; for comparing paths on the same images any fixed reference does)
+    test = channels_first(load_split(root, spec, train=False)[0][: args.n])
+    plain = inception_extractor(weights, device, optimized=False)
+    reference = FrechetInceptionDistance(feature=Precomputed(2048), sync_on_compute=False).to(device)
+    for chunk in test.split(args.batch):
+        reference.update(plain(chunk.to(device)), real=True)
+    bf16 = autocast_dtype(device) == torch.bfloat16  # only where the hardware has bf16 arithmetic
+    paths = {"fp32, as loaded": (False, False), "fp32, optimized (default)": (True, False)}
+    if bf16:
+        paths["bf16 autocast, optimized"] = (True, True)
+    cpu = f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    print(f"{len(images)} images of {spec.name} ({'training set' if args.npz is None else args.npz}), batch "
+          f"{args.batch}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu}", flush=True)
+    print("| path | images/s | 10k images (min) | FID | vs fp32 as loaded |\n|---|---:|---:|---:|---:|", flush=True)
+    base = None
+    for name, (optimized, autocast) in paths.items():
+        extract = inception_extractor(weights, device, optimized)
+        fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
+        fid.to(device)
+        for key in FID_STATES:
+            setattr(fid, key, getattr(reference, key))
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext()
+        with amp:
+            extract(images[:8].to(device))  # warm-up (the frozen graph optimizes on its first calls)
+            extract(images[:8].to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for chunk in images.split(args.batch):
+                fid.update(extract(chunk.to(device)).float().double(), real=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        rate = len(images) / (time.perf_counter() - start)
+        value = fid.compute().item()
+        base = value if base is None else base
+        print(f"| {name} | {rate:.1f} | {10000 / rate / 60:.1f} | {value:.4f} | {(value - base) / base:+.3%} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

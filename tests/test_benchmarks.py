@@ -1,0 +1,29 @@
+"""The benchmarks run as a user types them (tiny model, few images): their tables stay correct, not their speed."""
+
+import os
+import subprocess
+import sys
+
+from conftest import DATA, ROOT
+
+from diffusion.checkpoint import load_module
+from diffusion.samplers import log_snr_timesteps
+
+
+def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
+    r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
+                        "--only", "dpm_solver order=3", "dpm_solver guidance_interval"], cwd=ROOT, text=True,
+                       capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| dpm_solver")]
+    assert [(c[0].strip(), int(c[1])) for c in rows] == [("dpm_solver order=3", n) for n in (10, 15, 20)] + [
+        ("dpm_solver guidance_interval=[0.28, 5.42]", n) for n in (15, 20)] + [
+        ("dpm_solver order=3 guidance_interval=[0.28, 5.42]", 10)]
+    schedule = load_module(tiny_ckpt).schedule
+    for name, steps, nfe, rate, _, fid, _, acc in rows:
+        visited, nfe = len(log_snr_timesteps(schedule, int(steps))), float(nfe)  # T=100: repeats collapse
+        if "interval" in name:
+            assert visited < nfe < 2 * visited  # the ∅ pass only inside the interval
+        else:
+            assert nfe == 2 * visited  # ω ≠ 0: conditional and ∅ halves at every step
+        assert float(rate) > 0 and float(fid) >= 0 and acc.strip().endswith("%")
