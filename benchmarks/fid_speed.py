@@ -22,7 +22,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 import diffusion  # noqa: F401
 from diffusion.data import channels_first, load_split
 from diffusion.datasets import DataSpec
-from diffusion.evaluation import FID_STATES, Precomputed, default_inception_weights, inception_extractor
+from diffusion.evaluation import (FID_STATES, Precomputed, crop_padding, default_inception_weights,
+                                  inception_extractor)
 from diffusion.runtime import autocast_dtype, data_root, resolve_device
 
 
@@ -32,9 +33,7 @@ def images_for(npz: Path | None, n: int, spec: DataSpec, root: Path) -> torch.Te
         return channels_first(load_split(root, spec, train=True)[0][:n])
     with np.load(npz, allow_pickle=False) as f:
         images = torch.from_numpy(f["images"][:n])
-    images = images if images.shape[1] in (1, 3) else images.permute(0, 3, 1, 2)
-    p = spec.pad
-    return images[..., p : images.shape[-2] - p, p : images.shape[-1] - p] if p else images
+    return crop_padding(channels_first(images), spec)
 
 
 def main() -> None:

@@ -29,11 +29,10 @@ INTERVAL = [0.28, 5.42]  # the guidance interval in σ of Kynkäänniemi et al. 
 
 @dataclass
 class Setting:
-    """One row of the table: a conf/sampler option with overrides; guidance None is the model's own ω."""
+    """One row of the table: a conf/sampler option with overrides (sampled with the model's own ω)."""
 
     sampler: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    guidance: float | None = None
 
     @property
     def name(self) -> str:
@@ -66,7 +65,7 @@ def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter) -> 
     """Make n images with one setting, timed end to end, then score them."""
     sampler = instantiate(config_option("sampler", setting.sampler), **setting.overrides)
     steps = setting.overrides.get("steps") or module.schedule.timesteps
-    guidance = module.hparams.guidance if setting.guidance is None else setting.guidance
+    guidance = module.hparams.guidance
     labels = balanced_labels(n, range(len(module.hparams.class_names)))
     generate(module, labels[:8], range(8), 8, sampler, guidance)  # warm-up: kernels for this precision/layout
     counter.rows = 0

@@ -40,6 +40,7 @@ from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import config_option, config_options, resolve_device
 
+DEFAULT_SAMPLER = "dpm_solver"  # preselected, as in conf/sample.yaml
 SCALE = 4  # 32×32 samples shown at 128×128
 RUN_ROOTS = ("outputs", "multirun")
 RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model.safetensors")
@@ -186,9 +187,9 @@ def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
                 cls = gr.Dropdown(names, value=names[0], label="Class", elem_id="class")
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
-                sampler = gr.Radio(config_options("sampler"), value="dpm_solver", label="Sampler", elem_id="sampler")
-                steps = gr.Number(config_option("sampler", "dpm_solver").steps, precision=0, label="Steps",
-                                  elem_id="steps")  # the sampler's configured default
+                sampler = gr.Radio(config_options("sampler"), value=DEFAULT_SAMPLER, label="Sampler", elem_id="sampler")
+                steps = gr.Number(config_option("sampler", DEFAULT_SAMPLER).steps, precision=0, label="Steps",
+                                  elem_id="steps")  # that sampler's configured default
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 n = gr.Number(4, precision=0, label=f"Number of images (max {max_images})", elem_id="n")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
