@@ -38,6 +38,7 @@ class ImageClassifier(nn.Module):
             return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
         w, side = width, image_size // 8
+        self.image_size = image_size  # evaluation frames every image to this side (evaluation.evaluator_view)
         self.body = nn.Sequential(block(in_channels, w), block(w, w), nn.MaxPool2d(2),  # S/2
                                   block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool2d(2),  # S/4
                                   block(2 * w, 4 * w), nn.MaxPool2d(2), nn.Flatten())  # S/8

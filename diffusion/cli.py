@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
@@ -88,7 +89,11 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
 
     restore_sigint()
     try:
-        result = fn(cfg)
+        try:
+            result = fn(cfg)
+        except InstantiationException as err:  # a constructor's own check (e.g. the U-Net's image size): its message
+            cause = root_cause(err)
+            raise cause if isinstance(cause, EXPECTED) else err
     except EXPECTED as err:
         if not is_rank_zero():  # a DDP rank > 0: rank 0 reports what every rank raised together (a NaN loss)
             if isinstance(err, NonFiniteLossError):
@@ -107,6 +112,13 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
     if in_multirun() and is_rank_zero():
         write_status(run_dir, "ok")
     return result
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost exception of a `raise … from` chain (Hydra wraps a target's error once per nesting level)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
 
 
 def _record_failure(run_dir: str | Path, err: BaseException) -> float:

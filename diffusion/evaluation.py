@@ -134,7 +134,8 @@ def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | P
     root, spec, device = Path(root or data_root()), DataSpec.of(data), torch.device(device)
     data, k = spec.name, len(spec.classes)
     net, meta = load_classifier(root, data)
-    net = net.to(device)
+    net, side = net.to(device), net.image_size
+    images = evaluator_view(images, spec, side)  # e.g. a data.pad=0 model's 28×28 samples in the 32×32 frame
     local = {"sync_on_compute": False}
     fid = FrechetInceptionDistance(feature=Precomputed(net.fc[0].out_features), reset_real_features=False, **local)
     with warnings.catch_warnings():  # its memory warning: 10 logits per image here, a few MB at most
@@ -146,7 +147,8 @@ def evaluate(images: Tensor, labels: Tensor, data: str | DataSpec, root: str | P
         metric.to(device)
     cache, key = root / "evaluators" / f"fid_ref_{data}_classifier.pt", file_digest(evaluator_path(root, data))
     with_reference(fid, cache, key,
-                   lambda: (classify(net, x.to(device))[0] for x in real_images(root, spec)[0].split(batch_size)))
+                   lambda: (classify(net, evaluator_view(x, spec, side).to(device))[0]
+                            for x in real_images(root, spec)[0].split(batch_size)))
     for x, y in zip(images.split(batch_size), labels.split(batch_size)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         features, logits = classify(net, x)
@@ -193,6 +195,15 @@ def crop_padding(images: Tensor, spec: DataSpec) -> Tensor:
     """(N, C, H, W) images of the model's size back to the data set's own (N, C, size, size): the border removed."""
     p = spec.pad
     return images[..., p : images.shape[-2] - p, p : images.shape[-1] - p] if p else images
+
+
+def evaluator_view(images: Tensor, spec: DataSpec, side: int) -> Tensor:
+    """(N, C, H, W) uint8 images with the model's border -> the evaluator's side × side frame (background 0)."""
+    border = side - spec.size
+    if border < 0 or border % 2:
+        raise ValueError(f"the {spec.name} evaluator takes {side}×{side} images; {spec.size}×{spec.size} images cannot"
+                         " be framed to that size")
+    return F.pad(crop_padding(images, spec), (border // 2,) * 4)
 
 
 def inception_protocol(spec: DataSpec, num_samples: int, weights: str | None) -> dict[str, Any]:

@@ -18,11 +18,23 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> T
     return torch.cat([args.sin(), args.cos()], dim=1)
 
 
-class ResBlock(nn.Module):
-    """conv→GN→SiLU, + projected embedding, conv→GN→SiLU, plus a (1×1 when channels change) residual."""
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu}
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float) -> None:
+
+def activation_fn(name: str):
+    """The element-wise non-linearity called `name` (one of ACTIVATIONS)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class ResBlock(nn.Module):
+    """conv→GN→act, + projected embedding, conv→GN→act, plus a (1×1 when channels change) residual."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float,
+                 activation: str = "silu") -> None:
         super().__init__()
+        self.act = activation_fn(activation)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.norm1 = nn.GroupNorm(groups, c_out)
         self.emb = nn.Linear(emb_dim, c_out)
@@ -32,9 +44,9 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = F.silu(self.norm1(self.conv1(x)))
+        h = self.act(self.norm1(self.conv1(x)))
         h = h + self.emb(emb)[:, :, None, None]
-        h = F.silu(self.norm2(self.conv2(self.dropout(h))))
+        h = self.act(self.norm2(self.conv2(self.dropout(h))))
         return h + self.skip(x)
 
 
@@ -56,10 +68,11 @@ class SelfAttention(nn.Module):
 class Level(nn.Module):
     """Residual blocks at one resolution, each optionally followed by self-attention."""
 
-    def __init__(self, c_in: int, c_out: int, n_blocks: int, emb_dim: int, groups: int, dropout: float, attn: bool):
+    def __init__(self, c_in: int, c_out: int, n_blocks: int, emb_dim: int, groups: int, dropout: float, attn: bool,
+                 activation: str = "silu"):
         super().__init__()
         self.blocks = nn.ModuleList(
-            ResBlock(c_in if i == 0 else c_out, c_out, emb_dim, groups, dropout) for i in range(n_blocks)
+            ResBlock(c_in if i == 0 else c_out, c_out, emb_dim, groups, dropout, activation) for i in range(n_blocks)
         )
         self.attns = nn.ModuleList(SelfAttention(c_out, groups) if attn else nn.Identity() for _ in range(n_blocks))
 
@@ -90,7 +103,12 @@ def make_upsample(kind: str, channels: int) -> nn.Module:
 
 
 class UNet(nn.Module):
-    """ε_θ(x_t, t, y): time and label embeddings summed, one skip per level, levels joined by down/up-sampling."""
+    """ε_θ(x_t, t, y): time and label embeddings summed, one skip per level, levels joined by down/up-sampling.
+
+    `downsample_last` also down-samples after the last encoder level (the seed blog pools after each of its three
+    blocks: bottleneck at 4×4 for 32×32 inputs); `label_activation` puts a SiLU between the label embedding and its
+    projection (the seed blog's label MLP). Neither adds parameters.
+    """
 
     def __init__(
         self,
@@ -108,41 +126,50 @@ class UNet(nn.Module):
         groups: int = 8,
         downsample: str = "maxpool",
         upsample: str = "nearest",
+        downsample_last: bool = False,
+        label_activation: bool = False,
+        activation: str = "silu",
     ) -> None:
         super().__init__()
+        n_down = len(channels) - 1 + int(downsample_last)
+        if image_size % 2**n_down:
+            raise ValueError(f"image_size {image_size} must be divisible by 2^{n_down} (one halving per down-sampling); "
+                             f"pad the data (data.pad) or use fewer levels (model.channels)")
         self.num_classes, self.null_class = num_classes, null_class
         self.image_shape = (in_channels, image_size, image_size)  # (C, H, W) the network denoises
-        self.emb_dim = emb_dim
+        self.emb_dim, self.act = emb_dim, activation_fn(activation)
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).
         self.label_emb = nn.Embedding(num_classes + int(null_class), emb_dim)
+        self.label_act = nn.SiLU() if label_activation else nn.Identity()
         self.label_proj = nn.Linear(emb_dim, emb_dim)
         self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
 
         res, c, skips = image_size, channels[0], []
+        level = lambda c_in, c_out, n, attn: Level(c_in, c_out, n, emb_dim, groups, dropout, attn, activation)  # noqa: E731
         self.down, self.pools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(channels):
-            self.down.append(Level(c, ch, blocks_per_level, emb_dim, groups, dropout, res in attention_resolutions))
+            self.down.append(level(c, ch, blocks_per_level, res in attention_resolutions))
             c = ch
             skips.append(ch)
-            last = i == len(channels) - 1
-            self.pools.append(nn.Identity() if last else make_downsample(downsample, ch))
-            res = res if last else res // 2
-        self.mid = Level(c, mid_channels, mid_blocks, emb_dim, groups, dropout, res in attention_resolutions)
+            pool = i < len(channels) - 1 or downsample_last
+            self.pools.append(make_downsample(downsample, ch) if pool else nn.Identity())
+            res = res // 2 if pool else res
+        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions)
         c = mid_channels
         self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(reversed(channels)):
-            self.unpools.append(nn.Identity() if i == 0 else make_upsample(upsample, c))
-            res = res if i == 0 else res * 2
-            attend = res in attention_resolutions
-            self.up.append(Level(c + skips.pop(), ch, blocks_per_level, emb_dim, groups, dropout, attend))
+            unpool = i > 0 or downsample_last
+            self.unpools.append(make_upsample(upsample, c) if unpool else nn.Identity())
+            res = res * 2 if unpool else res
+            self.up.append(level(c + skips.pop(), ch, blocks_per_level, res in attention_resolutions))
             c = ch
         self.out = nn.Conv2d(c, in_channels, 3, padding=1)
 
     def embed(self, t: Tensor, y: Tensor) -> Tensor:
-        """Sum of the time and label embeddings, SiLU-activated: (B,), (B,) -> (B, emb_dim)."""
-        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim)) + self.label_proj(self.label_emb(y))
-        return F.silu(e)
+        """Sum of the time and label embeddings, activated: (B,), (B,) -> (B, emb_dim)."""
+        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim)) + self.label_proj(self.label_act(self.label_emb(y)))
+        return self.act(e)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Predict the noise in x (B, C, H, W) at integer steps t (B,) for labels y (B,)."""

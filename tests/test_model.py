@@ -20,6 +20,35 @@ def test_seed000_has_exactly_the_published_parameter_count():
     assert n_params(build("seed000", null_class=True)) == 2_447_681 + 256
 
 
+@pytest.mark.parametrize("preset,bottleneck", [("seed000", 4), ("default", 8)])
+def test_seed000_pools_after_every_level_and_default_keeps_its_8x8_bottleneck(preset, bottleneck):
+    m, seen = build(preset), []
+    m.mid.register_forward_hook(lambda mod, args, out: seen.append(tuple(out.shape[-2:])))
+    m(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    assert seen == [(bottleneck, bottleneck)]
+    assert isinstance(m.label_act, torch.nn.SiLU) == (preset == "seed000")  # the blog's Embedding → SiLU → Linear
+    assert n_params(build(preset, null_class=False)) == 2_447_681  # same parameters, different layout
+
+
+def test_image_size_that_the_levels_cannot_halve_is_one_clear_error():
+    from diffusion.unet import UNet
+
+    with pytest.raises(ValueError, match="image_size 28 must be divisible by 2\\^3"):
+        UNet(image_size=28, downsample_last=True)
+    assert build("default", image_size=28)(torch.randn(1, 1, 28, 28), torch.tensor([3]), torch.tensor([1])).shape == (
+        1, 1, 28, 28)  # 28 → 14 → 7
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_activation_is_configurable_and_unknown_ones_are_refused(activation):
+    from diffusion.unet import UNet
+
+    m = build("tiny", activation=activation)
+    assert m(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]), torch.tensor([0, 1])).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        UNet(activation="tanh")
+
+
 def test_small_is_about_1_2M_with_attention():
     m = build("small")
     assert 1.1e6 < n_params(m) < 1.3e6

@@ -101,11 +101,14 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("optim.lr=0", "optim.lr must be a number > 0, got 0"),
     ("trainer.max_steps=0", "trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), got 0"),
     (f"seed={2**64}", "seed must be an integer in [0, 2^32 - 1]"),
+    ("model.downsample=avgpool", "downsample must be 'maxpool' or 'conv', got 'avgpool'"),
+    ("model=seed000 data.pad=0", "image_size 28 must be divisible by 2^3"),
+    ("model.activation=tanh", "activation must be one of ['gelu', 'relu', 'silu'], got 'tanh'"),
     *([] if torch.cuda.is_available() else
       [("trainer=gpu", "trainer.accelerator=gpu needs a CUDA GPU and none is visible here; use trainer=cpu")]),
 ])
 def test_invalid_values_fail_with_one_clear_line(override, message, tmp_path):
-    r = run_entry("train.py", override, f"hydra.run.dir={tmp_path}")
+    r = run_entry("train.py", *override.split(), f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
