@@ -1,4 +1,5 @@
-"""Callbacks Lightning does not ship: class-grid samples during training, and a crash checkpoint that skips NaNs."""
+"""Callbacks Lightning does not ship: class-grid samples and loss curves during training, a crash checkpoint that
+skips NaNs."""
 
 from __future__ import annotations
 
@@ -99,3 +100,56 @@ class SampleGrid(L.Callback):
         if trainer.is_global_zero:
             path = self.make_grid(trainer, pl_module, "final")
             print(f"sample grid: {path}")
+
+
+class LossCurves(L.Callback):
+    """train/loss (every `log_every_n_steps`, when the loggers read it anyway) and val/loss against the optimizer step,
+    as a PNG in the run directory after each validation and at the end; the points live in checkpoints, so a
+    resumed run draws its whole curve."""
+
+    def __init__(self, filename: str = "loss_curves.png") -> None:
+        self.filename = filename
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        loss = trainer.callback_metrics.get("train/loss_step")
+        if loss is not None and trainer.global_step % trainer.log_every_n_steps == 0:
+            self.train.append((trainer.global_step, float(loss)))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or loss is None or trainer.state.fn != "fit":
+            return
+        self.val.append((trainer.global_step, float(loss)))
+        self.draw(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.draw(trainer)
+
+    def draw(self, trainer: L.Trainer) -> Path | None:
+        """Write the PNG (rank 0, once there is a point)."""
+        if not trainer.is_global_zero or not (self.train or self.val):
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for points, label, style in ((self.train, "train/loss", "-"), (self.val, "val/loss", "o-")):
+            if points:
+                ax.plot(*zip(*points), style, label=label)
+        ax.set(xlabel="optimizer step", ylabel="loss", yscale="log")
+        ax.legend()
+        fig.tight_layout()
+        path = Path(trainer.default_root_dir) / self.filename
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train, self.val = [tuple(p) for p in state_dict["train"]], [tuple(p) for p in state_dict["val"]]

@@ -22,9 +22,9 @@ from diffusion.images import grid_image, save_grid
 from diffusion.module import DiffusionModule
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
-from diffusion.samplers import per_sample_randn, sample_generators
+from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
-MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk")
+MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk", "recognition")
 
 
 def newest_checkpoint(root: str | Path = "outputs") -> Path:
@@ -173,6 +173,44 @@ def mode_forward(s: Sampling, out: Path) -> list[Path]:
                       [f"t={int(t)}" for t in ts])]
 
 
+def mode_recognition(s: Sampling, out: Path) -> list[Path]:
+    """When noise hides the class and when sampling reveals it (the seed report's analysis): the evaluator's accuracy
+    on `num_samples` test images noised to each of 41 timesteps, and on n_per_class samples per class after every
+    sampler step; the t from which each class is recognised and stays so. CSVs and a plot."""
+    from diffusion import analysis
+    from diffusion.classifier import load_classifier
+    from diffusion.data import load_split, to_model_range
+
+    spec, module, names = s.module.data_spec, s.module, s.names
+    net = load_classifier(data_root(), spec.name)[0]
+    images, labels = load_split(data_root(), spec, train=False)
+    classes = s.classes()
+    per = -(-s.cfg.num_samples // len(classes))
+    pick = torch.cat([(labels == c).nonzero()[:per, 0] for c in classes])
+    x0, y0 = to_model_range(images[pick], spec.pad).to(module.device), labels[pick]
+    T = module.schedule.timesteps
+    ts = torch.linspace(0, T - 1, 41).round().long().tolist()
+    forward = analysis.forward_recognition(module.schedule, net, x0, y0, spec, ts, s.cfg.seed)
+    n = s.cfg.n_per_class
+    y = torch.tensor(classes).repeat_interleave(n)
+    preds, times = [], []
+    s.generate(y, [c * n + j for c in classes for j in range(n)],
+               callback=lambda i, t, x, eps: (preds.append(analysis.predict(net, x, spec)), times.append(int(t))))
+    unmeasurable = analysis.noise_classes(forward)
+    reverse = analysis.reverse_recognition(torch.stack(preds), y, times, len(names), unmeasurable)
+    fwd_t = [analysis.last_t_above(ts, forward[:, 1 + c].tolist()) for c in range(len(names))]
+    written = analysis.write_csvs(out, names, ts, forward, times, reverse, fwd_t)
+    chance = analysis.chance_t(ts, forward[:, 0].tolist(), len(names))
+    print(f"forward: accuracy {forward[0, 0]:.3f} at t=0, within 5 points of chance from t={chance} of T={T}")
+    for c in classes:
+        r = reverse["per_class"][c]
+        print(f"reverse: {names[c]:<12} " + (f"not measurable: the evaluator classifies pure noise as {names[c]}"
+                                              if c in unmeasurable else f"recognised in {r['recognised']:.0%} of "
+                                              f"paths, median t={r['median_t']:.0f}"))
+    sampler = f"{sampler_name(s.cfg.sampler._target_)}, {len(times)} steps"
+    return [*written, analysis.plot(out / "recognition.png", names, ts, forward, times, reverse, T, sampler)]
+
+
 def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write the npz atomically: never a partial file."""
     atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
@@ -237,7 +275,8 @@ def _slug(name: str) -> str:
 
 
 MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
-              "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk}
+              "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk,
+              "recognition": mode_recognition}
 
 
 def evaluate_npz(s: Sampling, path: Path, out: Path, **extra: Any) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def activation_fn(name: str):
 
 
 class ResBlock(nn.Module):
-    """conv→GN→act, + projected embedding, conv→GN→act, plus a (1×1 when channels change) residual."""
+    """conv→GN→act, + projected embedding (unless emb_dim is 0), conv→GN→act, plus a (1×1 when channels change)
+    residual."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float,
                  activation: str = "silu") -> None:
@@ -37,7 +38,7 @@ class ResBlock(nn.Module):
         self.act = activation_fn(activation)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.norm1 = nn.GroupNorm(groups, c_out)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.norm2 = nn.GroupNorm(groups, c_out)
@@ -45,7 +46,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = self.act(self.norm1(self.conv1(x)))
-        h = h + self.emb(emb)[:, :, None, None]
+        h = h + self.emb(emb)[:, :, None, None] if self.emb is not None else h
         h = self.act(self.norm2(self.conv2(self.dropout(h))))
         return h + self.skip(x)
 
@@ -107,7 +108,8 @@ class UNet(nn.Module):
 
     `downsample_last` also down-samples after the last encoder level (the seed blog pools after each of its three
     blocks: bottleneck at 4×4 for 32×32 inputs); `label_activation` puts a SiLU between the label embedding and its
-    projection (the seed blog's label MLP). Neither adds parameters.
+    projection (the seed blog's label MLP). Neither adds parameters. `condition="bottleneck"` adds the time and
+    label embedding in the bottleneck blocks only (the seed report); `out_kernel` is the output convolution's size.
     """
 
     def __init__(
@@ -129,8 +131,14 @@ class UNet(nn.Module):
         downsample_last: bool = False,
         label_activation: bool = False,
         activation: str = "silu",
+        condition: str = "all",
+        out_kernel: int = 3,
     ) -> None:
         super().__init__()
+        if condition not in ("all", "bottleneck"):
+            raise ValueError(f"condition must be 'all' or 'bottleneck', got {condition!r}")
+        if out_kernel not in (1, 3):
+            raise ValueError(f"out_kernel must be 1 or 3, got {out_kernel!r}")
         n_down = len(channels) - 1 + int(downsample_last)
         if image_size % 2**n_down:
             raise ValueError(f"image_size {image_size} must be divisible by 2^{n_down} (one halving per down-sampling); "
@@ -146,7 +154,11 @@ class UNet(nn.Module):
         self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
 
         res, c, skips = image_size, channels[0], []
-        level = lambda c_in, c_out, n, attn: Level(c_in, c_out, n, emb_dim, groups, dropout, attn, activation)  # noqa: E731
+        outer = emb_dim if condition == "all" else 0  # embedding width of the blocks outside the bottleneck
+
+        def level(c_in: int, c_out: int, n: int, attn: bool, emb: int = outer) -> Level:
+            return Level(c_in, c_out, n, emb, groups, dropout, attn, activation)
+
         self.down, self.pools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(channels):
             self.down.append(level(c, ch, blocks_per_level, res in attention_resolutions))
@@ -155,7 +167,7 @@ class UNet(nn.Module):
             pool = i < len(channels) - 1 or downsample_last
             self.pools.append(make_downsample(downsample, ch) if pool else nn.Identity())
             res = res // 2 if pool else res
-        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions)
+        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions, emb_dim)
         c = mid_channels
         self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(reversed(channels)):
@@ -164,7 +176,7 @@ class UNet(nn.Module):
             res = res * 2 if unpool else res
             self.up.append(level(c + skips.pop(), ch, blocks_per_level, res in attention_resolutions))
             c = ch
-        self.out = nn.Conv2d(c, in_channels, 3, padding=1)
+        self.out = nn.Conv2d(c, in_channels, out_kernel, padding=out_kernel // 2)
 
     def embed(self, t: Tensor, y: Tensor) -> Tensor:
         """Sum of the time and label embeddings, activated: (B,), (B,) -> (B, emb_dim)."""

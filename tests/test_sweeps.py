@@ -27,6 +27,8 @@ def test_schedule_ablation_2x2_multirun_and_report(tmp_path):
     assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
                                                              ("cosine", 4000)}
     assert {row["ω"] for row in rows} == {0.2} and {row["iterations"] for row in rows} == {20}
+    assert {(row["schedule"], row["T"]): row["paper (Inception FID)"] for row in rows} == {
+        ("linear", 1000): "16.19", ("cosine", 1000): "26.82", ("linear", 4000): None, ("cosine", 4000): None}
     rep = run_report(tmp_path)
     assert rep.returncode == 0 and "4 ok, 0 failed" in rep.stdout
     assert (tmp_path / "report.md").read_text().count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()

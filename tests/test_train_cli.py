@@ -1,5 +1,6 @@
 """train.py end to end, exactly as a user types it (with tiny overrides), resume and bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trainable parameters" in r.stdout
     for f in ["checkpoints/last.ckpt", "params.md", "config.yaml", "samples/final.png", ".hydra/overrides.yaml",
-              "csv/metrics.csv", "metrics.json"]:
+              "csv/metrics.csv", "metrics.json", "loss_curves.png"]:
         assert (tmp_path / f).is_file(), f
     assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
     saved = (tmp_path / "config.yaml").read_text()
@@ -49,6 +51,10 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
                   f"hydra.run.dir={b}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert step_of(b / "checkpoints/last.ckpt") == 60
+    curve = torch.load(b / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["callbacks"]["LossCurves"]
+    steps = [step for step, _ in curve["train"]]
+    assert steps == sorted(steps) and steps[0] < 30 < steps[-1]  # the resumed run's curve starts before the resume
+    assert (b / "loss_curves.png").is_file()
 
 
 def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_path):
@@ -158,3 +164,37 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
     assert ckpt["global_step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert not (tmp_path / "checkpoints/interrupted.ckpt").exists()
+
+
+def test_unpadded_28x28_data_trains_samples_and_evaluates(tmp_path):
+    r = run_entry("train.py", *FAST, "data.pad=0", "trainer.max_steps=10", "logger=none", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "class_accuracy" in json.loads((tmp_path / "metrics.json").read_text())  # evaluator framed to its 32×32
+    out = tmp_path / "bulk"
+    r = run_entry("sample.py", f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "mode=bulk", "num_samples=10",
+                  "evaluate=true", "sampler.steps=3", f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert np.load(out / "samples.npz")["images"].shape == (10, 28, 28)  # the model's own shape, no border
+
+
+SEED_TRAIN = ["trainer.max_steps=4", "+trainer.val_check_interval=2", "+trainer.limit_val_batches=1",
+              "data.batch_size=8", "eval.num_samples=0", "eval.inception=false", "logger=none",
+              "callbacks.progress=null", "callbacks.sample_grid.n_per_class=1", "sampler.steps=2"]
+
+
+@pytest.mark.parametrize("preset", ["seed000", "seed003", "seed004"])
+def test_seed_presets_train_through_the_cli(preset, tmp_path):
+    r = run_entry("train.py", f"experiment={preset}", *SEED_TRAIN, f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    assert ckpt["global_step"] == 4 and hp["net"]["_target_"] == "diffusion.unet.UNet"
+    if preset == "seed004":  # the report's recipe: T=100, Adam + plateau scheduler, early stopping, ω = 2
+        assert hp["schedule"]["timesteps"] == 100 and hp["guidance"] == 2.0
+        assert hp["optimizer"]["_target_"] == "torch.optim.Adam" and hp["optimizer"]["weight_decay"] == 1e-5
+        assert hp["lr_scheduler"]["scheduler"]["_target_"].endswith("ReduceLROnPlateau")
+        assert ckpt["lr_schedulers"][0]["patience"] == 3
+        stopper = [v for k, v in ckpt["callbacks"].items() if k.startswith("EarlyStopping")]
+        assert stopper and stopper[0]["patience"] == 5
+    if preset == "seed003":
+        assert hp["loss"] == "l1" and hp["net"]["activation"] == "relu" and hp["net"]["out_kernel"] == 1
