@@ -24,7 +24,7 @@ from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
 from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
-MODES = ("grid", "random", "fixed_noise", "progression", "forward", "bulk", "recognition")
+MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward", "bulk", "recognition")
 
 
 def newest_checkpoint(root: str | Path = "outputs") -> Path:
@@ -136,6 +136,18 @@ def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
     images = s.generate(torch.arange(k), [0] * k, x_T=x_T)
     strip = torch.cat([(x_T[:1] / 3).clamp(-1, 1).cpu(), images.cpu()])
     return [save_grid(strip, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
+
+
+def mode_noise_pairs(s: Sampling, out: Path) -> list[Path]:
+    """The seed blog's figure: n_progression starting noises x_T (top row) above the images they become (one class
+    each, cycling; the prompted class if set)."""
+    classes, n = s.classes(), s.cfg.n_progression
+    labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
+    x_T = per_sample_randn(sample_generators(s.cfg.seed, range(n)), s.shape, s.module.device)
+    images = s.generate(labels, list(range(n)), x_T=x_T)
+    pairs = torch.cat([(x_T / 3).clamp(-1, 1).cpu(), images.cpu()])  # noise shown at 1/3 scale, as fixed_noise does
+    names = [s.names[int(c)].split("/")[0][:10] for c in labels]
+    return [save_grid(pairs, out / "noise_pairs.png", n, ["x_T", "x_0"], names)]
 
 
 def mode_progression(s: Sampling, out: Path) -> list[Path]:
@@ -274,7 +286,7 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
 
 
-MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
+MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise, "noise_pairs": mode_noise_pairs,
               "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk,
               "recognition": mode_recognition}
 

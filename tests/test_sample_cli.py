@@ -24,6 +24,7 @@ def sample(ckpt, out, *args, **kw):
 
 @pytest.mark.parametrize("mode,files,size", [
     ("grid", ["grid.png"], None), ("random", ["random.png"], None), ("fixed_noise", ["fixed_noise.png"], None),
+    ("noise_pairs", ["noise_pairs.png"], None),
     ("progression", ["progression.png", "progression.gif"], None), ("forward", ["forward.png"], None),
 ])
 def test_each_mode_writes_its_images(tiny_ckpt, tmp_path, mode, files, size):
