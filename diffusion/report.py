@@ -22,11 +22,20 @@ COLUMNS = ["run", "iterations", "T", "schedule", "ω", "FID", "Inception FID", "
 PAPER_FID = {("mnist", "linear", 1000, 0.2): "16.19", ("mnist", "cosine", 1000, 0.2): "26.82"}
 
 
+def _value(m: dict[str, Any], key: str) -> Any:
+    """A metric, or for a repeated evaluation (sample.py repeats=N, the paper's Table 1) "mean ± std"."""
+    if key in m or f"{key}_mean" not in m:
+        return m.get(key)
+    return f"{m[f'{key}_mean']:.4g} ± {m[f'{key}_std']:.2g}"
+
+
 def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
     paper = PAPER_FID.get((m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance")))
+    if "num_seeds" in m:
+        run = f"{run} (mean ± std of {m['num_seeds']} seeds)"
     return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
-            "ω": m.get("guidance"), "FID": m.get("fid"), "Inception FID": m.get("fid_inception"),
-            "paper (Inception FID)": paper, "IS": m.get("is"), "class acc.": m.get("class_accuracy"),
+            "ω": m.get("guidance"), "FID": _value(m, "fid"), "Inception FID": _value(m, "fid_inception"),
+            "paper (Inception FID)": paper, "IS": _value(m, "is"), "class acc.": _value(m, "class_accuracy"),
             "samples": m.get("num_samples"), "sampler": f"{m.get('sampler')} {m.get('sampler_steps') or ''}".strip(),
             "status": "ok"}
 
@@ -72,7 +81,7 @@ def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """FID and IS against ω, one line per run; None when no run has more than one ω."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if r.get("FID") is not None and r.get("ω") is not None:
+        if isinstance(r.get("FID"), float) and r.get("ω") is not None:  # not the "mean ± std" of repeated runs
             runs.setdefault(r["run"], []).append(r)
     if not any(len(v) > 1 for v in runs.values()) and len(runs) < 2:
         return None

@@ -1,6 +1,7 @@
 """Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -51,6 +52,18 @@ def test_guidance_sweep_over_an_existing_checkpoint_with_sample_py(tiny_ckpt, tm
     assert r.returncode == 0, r.stderr[-3000:]
     rows = collect(tmp_path)
     assert sorted(row["ω"] for row in rows) == [-1, 0, 2] and all(row["status"] == "ok" for row in rows)
+
+
+def test_repeated_evaluation_is_one_mean_and_std_row_beside_each_seed(tiny_ckpt, tmp_path):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true", "repeats=3",
+                  "sampler.steps=3", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {row["run"]: row for row in collect(tmp_path)}
+    seeds = [rows[f"seed={s}"]["FID"] for s in range(3)]
+    summary = rows[f"{tmp_path.name} (mean ± std of 3 seeds)"]
+    mean, std = statistics.fmean(seeds), statistics.stdev(seeds)
+    assert summary["FID"] == f"{mean:.4g} ± {std:.2g}"  # the paper's Table 1 format
+    assert run_report(tmp_path).returncode == 0 and "± " in (tmp_path / "report.md").read_text()
 
 
 def test_a_failing_run_is_reported_and_the_others_keep_their_results(tmp_path):
