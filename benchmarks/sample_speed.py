@@ -1,6 +1,7 @@
 """Sampling speed and quality side by side: images/s, network evaluations per image and classifier FID per setting.
 
-`make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 2000 --only dpm_solver`). Every setting
+`make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 2000 --only dpm_solver`; quality against the
+number of steps: `--only ddim "dpm_solver order=3" --steps 5 10 20 50 --plot steps.png`). Every setting
 makes the same class-balanced images (same seeds, same labels) from the same model, so the FIDs compare solvers,
 not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion.evaluation.evaluate).
 """
@@ -43,11 +44,46 @@ class Setting:
 SETTINGS = [
     Setting("ddpm"),
     Setting("ddim", {"steps": 50}),
-    *(Setting("dpm_solver", {"steps": n}) for n in (10, 15, 20)),
+    *(Setting("dpm_solver", {"steps": n, "order": 2}) for n in (10, 15, 20)),
     *(Setting("dpm_solver", {"steps": n, "order": 3}) for n in (10, 15, 20)),
-    *(Setting("dpm_solver", {"steps": n, "guidance_interval": INTERVAL}) for n in (15, 20)),
+    *(Setting("dpm_solver", {"steps": n, "order": 2, "guidance_interval": INTERVAL}) for n in (15, 20)),
     Setting("dpm_solver", {"steps": 10, "order": 3, "guidance_interval": INTERVAL}),
 ]
+
+
+def matches(name: str, wanted: str) -> bool:
+    """`--only` selection: the setting of that exact name if there is one, else every name starting with it."""
+    exact = any(s.name == wanted for s in SETTINGS)
+    return name == wanted if exact else name.startswith(wanted)
+
+
+def with_steps(settings: list[Setting], steps: list[int]) -> list[Setting]:
+    """Each distinct setting (by name) once per step count: a quality-against-steps sweep."""
+    distinct = {s.name: s for s in settings}
+    return [Setting(s.sampler, {**s.overrides, "steps": n}) for s in distinct.values() for n in steps]
+
+
+def plot_steps(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Classifier FID, IS and class accuracy against the number of sampler steps, one line per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: r["steps"])
+        for ax, key in zip(axes, ("fid", "is", "class_accuracy")):
+            ax.plot([r["steps"] for r in mine], [r[key] for r in mine], "o-", label=name)
+    for ax, title in zip(axes, ("classifier FID (lower is better)", "IS", "class accuracy")):
+        ax.set(xscale="log", xlabel="sampler steps", title=title)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 class Counter:
@@ -83,25 +119,34 @@ def main() -> None:
     parser.add_argument("ckpt", nargs="?", help="default: the newest last.ckpt under outputs/, else the shipped MNIST model")
     parser.add_argument("--n", type=int, default=2000, help="images per setting (default 2000)")
     parser.add_argument("--batch", type=int, default=250, help="images per sampling batch")
-    parser.add_argument("--only", nargs="*", default=None, help="settings whose name starts with one of these")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="settings with one of these names, or whose name starts with one (when none has it)")
     parser.add_argument("--jsonl", type=Path, default=None, help="also append each row to this file")
+    parser.add_argument("--steps", type=int, nargs="*", default=None,
+                        help="run each chosen setting at each of these step counts (quality against steps)")
+    parser.add_argument("--plot", type=Path, default=None, help="FID, IS and accuracy against steps, as this PNG")
     args = parser.parse_args()
     path = args.ckpt or default_model()[0]
     module = load_module(path)
     counter = Counter(module.net)
-    chosen = [s for s in SETTINGS if not args.only or any(s.name.startswith(o) for o in args.only)]
+    chosen = [s for s in SETTINGS if not args.only or any(matches(s.name, o) for o in args.only)]
+    chosen = with_steps(chosen, args.steps) if args.steps else chosen
     print(f"model {shown(path)} (T={module.schedule.timesteps}, ω={module.hparams.guidance}), {args.n} images per "
           f"setting, batch {args.batch}, {torch.get_num_threads()} threads", flush=True)
     print("| sampler | steps | NFE/image | images/s | 10k images (min) | classifier FID | IS | accuracy |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
     for setting in chosen:
         r = run(module, setting, args.n, args.batch, counter)
+        rows.append(r)
         print(f"| {r['setting']} | {r['steps']} | {r['nfe_per_image']:.0f} | {r['images_per_s']:.1f} | "
               f"{10000 / r['images_per_s'] / 60:.1f} | {r['fid']:.2f} | {r['is']:.2f} | {r['class_accuracy']:.2%} |",
               flush=True)
         if args.jsonl:
             with args.jsonl.open("a") as f:
                 f.write(json.dumps({"model": shown(path), **r}) + "\n")
+    if args.plot:
+        print(plot_steps(rows, args.plot))
 
 
 if __name__ == "__main__":

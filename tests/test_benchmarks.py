@@ -12,12 +12,13 @@ from diffusion.samplers import log_snr_timesteps
 
 def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
     r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
-                        "--only", "dpm_solver order=3", "dpm_solver guidance_interval"], cwd=ROOT, text=True,
+                        "--only", "dpm_solver order=3", "dpm_solver order=2 guidance_interval",
+                        "dpm_solver order=3 guidance"], cwd=ROOT, text=True,
                        capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| dpm_solver")]
     assert [(c[0].strip(), int(c[1])) for c in rows] == [("dpm_solver order=3", n) for n in (10, 15, 20)] + [
-        ("dpm_solver guidance_interval=[0.28, 5.42]", n) for n in (15, 20)] + [
+        ("dpm_solver order=2 guidance_interval=[0.28, 5.42]", n) for n in (15, 20)] + [
         ("dpm_solver order=3 guidance_interval=[0.28, 5.42]", 10)]
     schedule = load_module(tiny_ckpt).schedule
     for name, steps, nfe, rate, _, fid, _, acc in rows:
@@ -27,3 +28,14 @@ def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
         else:
             assert nfe == 2 * visited  # ω ≠ 0: conditional and ∅ halves at every step
         assert float(rate) > 0 and float(fid) >= 0 and acc.strip().endswith("%")
+
+
+def test_bench_sample_sweeps_steps_and_plots_quality_against_them(tiny_ckpt, tmp_path):
+    plot = tmp_path / "steps.png"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
+                        "--only", "ddim", "dpm_solver order=3", "--steps", "2", "4", "--plot", str(plot)], cwd=ROOT,
+                       text=True, capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.split("|")[1:3]] for line in r.stdout.splitlines() if line.startswith("| d")]
+    assert rows == [["ddim", "2"], ["ddim", "4"], ["dpm_solver order=3", "2"], ["dpm_solver order=3", "4"]]
+    assert plot.is_file() and str(plot) in r.stdout
