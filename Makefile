@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,sweep,demo]'
+	$(BIN)/pip install -q -e '.[test,sweep,demo,clip]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its test extras

@@ -304,6 +304,16 @@ def evaluate_npz(s: Sampling, path: Path, out: Path, **extra: Any) -> dict[str, 
                        eval_cfg.batch_size, device=module.device)
     metrics.update(run_metadata(module.schedule, s.cfg.sampler, module.checkpoint_step, s.guidance),
                    checkpoint=str(path), **extra)
+    if eval_cfg.clip:  # opt-in: CLIP's view of the samples (the seed report's prompts by default)
+        from diffusion.clip_eval import clip_evaluate, load_clip
+        from diffusion.evaluation import crop_padding
+
+        model, processor = load_clip(str(eval_cfg.clip), str(module.device))
+        clip = clip_evaluate(crop_padding(images, spec), labels, spec.classes, model, processor,
+                             list(eval_cfg.clip_prompts), eval_cfg.batch_size)
+        metrics["clip"] = clip
+        print("CLIP: " + "; ".join(f"{p!r}: score {clip[p]['clip_score']:.2f}, zero-shot accuracy "
+                                   f"{clip[p]['zero_shot_accuracy']:.3f}" for p in clip["prompts"]))
     print(format_table(metrics, list(spec.classes)))
     print(write_metrics(metrics, out / "metrics.json"))
     return metrics
@@ -331,6 +341,12 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
         if cfg.mode != "bulk":
             raise ValueError("evaluate=true needs mode=bulk (it scores the bulk samples)")
         load_classifier(data_root(), module.data_spec.name)
+        if cfg.eval.clip:
+            from diffusion.clip_eval import load_clip
+
+            load_clip(str(cfg.eval.clip), str(module.device))  # fails here, before any sampling
+    elif cfg.eval.clip:
+        raise ValueError("eval.clip needs mode=bulk evaluate=true (it scores the bulk samples)")
 
 
 def evaluate_seeds(module: DiffusionModule, cfg: DictConfig, path: Path, out: Path) -> list[Path]:

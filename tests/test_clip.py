@@ -1,0 +1,85 @@
+"""The opt-in CLIP evaluation with a tiny randomly initialised CLIP built here (no real weights can be downloaded
+in the test environment; real use needs e.g. openai/clip-vit-base-patch32)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_entry
+
+transformers = pytest.importorskip("transformers")
+
+
+def byte_symbols() -> list[str]:
+    """The 256 printable stand-ins of GPT-2/CLIP byte-level BPE, one per byte (Radford et al. 2019)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in keep]
+    table = dict(zip(keep + extra, [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]))
+    return [table[b] for b in range(256)]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    """A 32×32-input CLIP with a character-level tokenizer, saved as save_pretrained writes a real one."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    chars = byte_symbols()
+    vocab = {t: i for i, t in enumerate([*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    special = dict(bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                   pad_token_id=vocab["<|endoftext|>"])
+    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, **small, **special),
+                        vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
+    from diffusion.clip_eval import clip_evaluate, load_clip
+
+    model, processor = load_clip(str(tiny_clip))
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randint(0, 256, (12, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(12) % 3
+    names, prompts = ["zero", "one", "two"], ["a photo of the digit {name}", "a blurry image of the digit {name}"]
+    out = clip_evaluate(images, labels, names, model, processor, prompts, batch_size=5)
+    for template in prompts:  # CLIP's own logits, scaled back to cosines
+        inputs = processor(text=[template.format(name=n) for n in names], images=list(images.expand(-1, 3, -1, -1)),
+                           return_tensors="pt", padding=True)
+        with torch.no_grad():
+            logits = model(**inputs).logits_per_image / model.logit_scale.exp()
+        own = logits[torch.arange(12), labels]
+        assert out[template]["clip_score"] == pytest.approx(100 * own.mean().item(), abs=1e-3)
+        assert out[template]["zero_shot_accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+        assert out[template]["per_class_clip_score"][1] == pytest.approx(100 * own[labels == 1].mean().item(), abs=1e-3)
+    assert 0 <= out["first_preferred"] <= 1 and len(out["per_class_first_preferred"]) == 3
+
+
+@pytest.mark.slow
+def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true",
+                  "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    clip = json.loads((tmp_path / "metrics.json").read_text())["clip"]
+    assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}"]
+    assert len(clip["a photo of the digit {name}"]["per_class_clip_score"]) == 10 and clip["num_samples"] == 20
+    assert "CLIP: " in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,message", [
+    (["mode=bulk", "evaluate=true", "eval.clip=/no/such/clip"], "CLIP weights '/no/such/clip' could not be loaded"),
+    (["eval.clip=/no/such/clip"], "eval.clip needs mode=bulk evaluate=true"),
+])
+def test_bad_clip_options_are_one_line(tiny_ckpt, tmp_path, args, message):
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
