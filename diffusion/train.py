@@ -108,7 +108,10 @@ def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -
     if not is_rank_zero():
         return total
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{table}")
+    parts = getattr(module.net, "parameter_parts", dict)()
+    by_part = "".join(f"| {k} | {v:,} |\n" for k, v in parts.items())
+    by_part = f"## By part\n\n| part | parameters |\n|---|---:|\n{by_part}\n## By module\n\n" if parts else ""
+    (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{by_part}{table}")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return total
 

@@ -178,6 +178,14 @@ class UNet(nn.Module):
             c = ch
         self.out = nn.Conv2d(c, in_channels, out_kernel, padding=out_kernel // 2)
 
+    def parameter_parts(self) -> dict[str, int]:
+        """Trainable parameters per part, in the seed documentation page's breakdown."""
+        parts = {"time and label embedding": (self.time_mlp, self.label_emb, self.label_proj),
+                 "encoder": (self.inp, self.down, self.pools), "bottleneck": (self.mid,),
+                 "decoder": (self.up, self.unpools), "output": (self.out,)}
+        return {name: sum(p.numel() for m in mods for p in m.parameters() if p.requires_grad)
+                for name, mods in parts.items()}
+
     def embed(self, t: Tensor, y: Tensor) -> Tensor:
         """Sum of the time and label embeddings, activated: (B,), (B,) -> (B, emb_dim)."""
         e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim)) + self.label_proj(self.label_act(self.label_emb(y)))

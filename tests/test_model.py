@@ -49,6 +49,21 @@ def test_activation_is_configurable_and_unknown_ones_are_refused(activation):
         UNet(activation="tanh")
 
 
+@pytest.mark.parametrize("preset", ["seed000", "seed003", "seed004", "small"])
+def test_parameter_parts_cover_every_parameter_once(preset):
+    m = build(preset)
+    parts = m.parameter_parts()
+    assert list(parts) == ["time and label embedding", "encoder", "bottleneck", "decoder", "output"]
+    assert sum(parts.values()) == n_params(m)
+    assert parts["output"] == (32 * 1 * (1 if preset == "seed003" else 9) + 1)  # the 1×1 or 3×3 conv to one channel
+
+
+def test_seed000_parts_add_up_to_the_published_count():
+    parts = build("seed000", null_class=False).parameter_parts()
+    assert parts["time and label embedding"] == 2 * (256 * 256 + 256) + 10 * 256 + 256 * 256 + 256
+    assert sum(parts.values()) == 2_447_681
+
+
 def test_small_is_about_1_2M_with_attention():
     m = build("small")
     assert 1.1e6 < n_params(m) < 1.3e6

@@ -37,7 +37,8 @@ def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
     assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
     saved = (tmp_path / "config.yaml").read_text()
     assert "schedule:" in saved and "kind: cosine" in saved
-    assert "**total**" in (tmp_path / "params.md").read_text()
+    params = (tmp_path / "params.md").read_text()
+    assert "**total**" in params and "| bottleneck |" in params and "| time and label embedding |" in params
     assert "eval/class_accuracy" in (tmp_path / "csv/metrics.csv").read_text()  # logged, not only written
 
 
