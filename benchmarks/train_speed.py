@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from pathlib import Path
 from torch.utils.flop_counter import FlopCounterMode
 
 import diffusion  # noqa: F401

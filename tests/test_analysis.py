@@ -42,19 +42,18 @@ def test_chance_noise_class_and_last_t_above_half():
 
 @pytest.mark.slow
 def test_recognition_mode_writes_csvs_and_plot(tiny_ckpt, tmp_path):
-    from PIL import Image
-
     from conftest import run_entry
+    from PIL import Image
 
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=recognition", "num_samples=50", "n_per_class=2",
                   "sampler.steps=5", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = list(csv.DictReader(open(tmp_path / "recognition.csv")))
+    rows = list(csv.DictReader((tmp_path / "recognition.csv").read_text().splitlines()))
     forward = [row for row in rows if row["process"] == "forward"]
     assert len(forward) == 41 and int(forward[0]["t"]) == 0 and int(forward[-1]["t"]) == 99  # T = 100
     assert float(forward[0]["accuracy"]) > 0.9  # clean test images: the evaluator's own accuracy
     assert len([row for row in rows if row["process"] == "reverse"]) == 5  # one row per sampler step
-    classes = list(csv.DictReader(open(tmp_path / "recognition_classes.csv")))
+    classes = list(csv.DictReader((tmp_path / "recognition_classes.csv").read_text().splitlines()))
     assert [c["class"] for c in classes] == ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                                              "nine"]
     assert Image.open(tmp_path / "recognition.png").width > 600

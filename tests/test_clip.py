@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_entry
 
 transformers = pytest.importorskip("transformers")
@@ -32,9 +31,9 @@ def tiny_clip(tmp_path_factory) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    special = dict(bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                   pad_token_id=vocab["<|endoftext|>"])
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    special = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+               "pad_token_id": vocab["<|endoftext|>"]}
     config = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, **small, **special),
                         vision_config=dict(image_size=32, patch_size=8, **small), projection_dim=16)
     torch.manual_seed(0)
