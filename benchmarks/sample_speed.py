@@ -69,16 +69,22 @@ def plot_steps(rows: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for name in dict.fromkeys(r["setting"] for r in rows):
         mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: r["steps"])
         for ax, key in zip(axes, ("fid", "is", "class_accuracy")):
             ax.plot([r["steps"] for r in mine], [r[key] for r in mine], "o-", label=name)
+    steps = sorted({r["steps"] for r in rows})
     for ax, title in zip(axes, ("classifier FID (lower is better)", "IS", "class accuracy")):
         ax.set(xscale="log", xlabel="sampler steps", title=title)
+        ax.set_xticks(steps, [str(n) for n in steps])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
