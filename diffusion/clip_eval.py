@@ -30,8 +30,9 @@ def load_clip(name_or_path: str, device: str = "cpu") -> tuple[Any, Any]:
         model = CLIPModel.from_pretrained(name_or_path, use_safetensors=True).to(device).eval()
         processor = CLIPProcessor.from_pretrained(name_or_path)
     except OSError as err:
-        raise FileNotFoundError(f"CLIP weights {name_or_path!r} could not be loaded ({str(err).splitlines()[0]}); give "
-                                "a folder written by save_pretrained (safetensors) or a hub id reachable online") from None
+        reason = str(err).splitlines()[0]
+        raise FileNotFoundError(f"CLIP weights {name_or_path!r} could not be loaded ({reason}); give a folder "
+                                "written by save_pretrained (safetensors) or a hub id reachable online") from None
     return model, processor
 
 

@@ -286,9 +286,9 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
 
 
-MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise, "noise_pairs": mode_noise_pairs,
-              "progression": mode_progression, "forward": mode_forward, "bulk": mode_bulk,
-              "recognition": mode_recognition}
+MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
+              "noise_pairs": mode_noise_pairs, "progression": mode_progression, "forward": mode_forward,
+              "bulk": mode_bulk, "recognition": mode_recognition}
 
 
 def evaluate_npz(s: Sampling, path: Path, out: Path, **extra: Any) -> dict[str, Any]:
