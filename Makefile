@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,sweep,demo,clip]'
+	$(BIN)/pip install -q -e '.[test,sweep,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its test extras
@@ -41,10 +41,17 @@ browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere t
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "no Chromium could be installed: the demo's browser test will be skipped"
 
-test: evaluators browser  ## run the whole test suite
+# transformers for the CLIP tests only, in a folder of its own: installed in the venv, torchmetrics would import it
+# at every start of every process (~6 s here), for the whole suite and every user command.
+CLIP_LIB := $(VENV)/clip
+$(CLIP_LIB)/.installed: $(STAMP)
+	$(BIN)/pip install -q --no-deps --target $(CLIP_LIB) 'transformers>=4.40,<6' 'tokenizers>=0.19' regex
+	touch $@
+
+test: evaluators browser $(CLIP_LIB)/.installed  ## run the whole test suite
 	$(BIN)/python -m pytest -q tests
 
-test-fast: evaluators  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
+test-fast: evaluators $(CLIP_LIB)/.installed  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)

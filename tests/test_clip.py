@@ -2,12 +2,20 @@
 in the test environment; real use needs e.g. openai/clip-vit-base-patch32)."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry
 
+from conftest import ROOT, run_entry
+
+# `make test` installs transformers into a folder of its own (Makefile, CLIP_LIB): in the venv, torchmetrics would
+# import it at the start of every process of the suite.
+CLIP_LIB = ROOT / ".venv" / "clip"
+if CLIP_LIB.is_dir() and str(CLIP_LIB) not in sys.path:
+    sys.path.append(str(CLIP_LIB))
+CLIP_ENV = {"PYTHONPATH": str(CLIP_LIB)} if CLIP_LIB.is_dir() else {}
 transformers = pytest.importorskip("transformers")
 
 
@@ -65,7 +73,7 @@ def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
 @pytest.mark.slow
 def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true",
-                  "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}")
+                  "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}", env=CLIP_ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     clip = json.loads((tmp_path / "metrics.json").read_text())["clip"]
     assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}"]
@@ -79,6 +87,6 @@ def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
     (["eval.clip=/no/such/clip"], "eval.clip needs mode=bulk evaluate=true"),
 ])
 def test_bad_clip_options_are_one_line(tiny_ckpt, tmp_path, args, message):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}")
+    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}", env=CLIP_ENV)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
