@@ -167,14 +167,20 @@ def mode_progression(s: Sampling, out: Path) -> list[Path]:
     return [png, gif]
 
 
-def mode_forward(s: Sampling, out: Path) -> list[Path]:
-    """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
+def first_test_images(spec: Any, classes: list[int], per_class: int) -> tuple[Tensor, Tensor]:
+    """The first `per_class` test images of each class, in the model's range and frame, with their labels."""
     from diffusion.data import load_split, to_model_range
 
-    spec = s.module.data_spec
     images, labels = load_split(data_root(), spec, train=False)
+    pick = torch.cat([(labels == c).nonzero()[:per_class, 0] for c in classes])
+    return to_model_range(images[pick], spec.pad), labels[pick]
+
+
+def mode_forward(s: Sampling, out: Path) -> list[Path]:
+    """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
+    spec = s.module.data_spec
     classes = s.classes()[: s.cfg.n_progression]
-    x0 = to_model_range(torch.stack([images[(labels == c).nonzero()[0, 0]] for c in classes]), spec.pad)
+    x0, _ = first_test_images(spec, classes, 1)
     T = s.module.schedule.timesteps
     ts = torch.linspace(0, T - 1, 10).round().long()
     noise = per_sample_randn(sample_generators(s.cfg.seed, range(len(classes))), s.shape, torch.device("cpu"))
@@ -191,15 +197,12 @@ def mode_recognition(s: Sampling, out: Path) -> list[Path]:
     sampler step; the t from which each class is recognised and stays so. CSVs and a plot."""
     from diffusion import analysis
     from diffusion.classifier import load_classifier
-    from diffusion.data import load_split, to_model_range
 
     spec, module, names = s.module.data_spec, s.module, s.names
     net = load_classifier(data_root(), spec.name)[0]
-    images, labels = load_split(data_root(), spec, train=False)
     classes = s.classes()
-    per = -(-s.cfg.num_samples // len(classes))
-    pick = torch.cat([(labels == c).nonzero()[:per, 0] for c in classes])
-    x0, y0 = to_model_range(images[pick], spec.pad).to(module.device), labels[pick]
+    x0, y0 = first_test_images(spec, classes, -(-s.cfg.num_samples // len(classes)))
+    x0 = x0.to(module.device)
     T = module.schedule.timesteps
     ts = torch.linspace(0, T - 1, 41).round().long().tolist()
     forward = analysis.forward_recognition(module.schedule, net, x0, y0, spec, ts, s.cfg.seed)
