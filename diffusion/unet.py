@@ -67,15 +67,17 @@ class SelfAttention(nn.Module):
 
 
 class Level(nn.Module):
-    """Residual blocks at one resolution, each optionally followed by self-attention."""
+    """Residual blocks at one resolution, each optionally followed by self-attention (`attn_last=False`: between
+    blocks only, ResBlock–attention–ResBlock)."""
 
     def __init__(self, c_in: int, c_out: int, n_blocks: int, emb_dim: int, groups: int, dropout: float, attn: bool,
-                 activation: str = "silu"):
+                 activation: str = "silu", attn_last: bool = True):
         super().__init__()
         self.blocks = nn.ModuleList(
             ResBlock(c_in if i == 0 else c_out, c_out, emb_dim, groups, dropout, activation) for i in range(n_blocks)
         )
-        self.attns = nn.ModuleList(SelfAttention(c_out, groups) if attn else nn.Identity() for _ in range(n_blocks))
+        self.attns = nn.ModuleList(SelfAttention(c_out, groups) if attn and (attn_last or i < n_blocks - 1)
+                                   else nn.Identity() for i in range(n_blocks))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         for block, attn in zip(self.blocks, self.attns):
@@ -110,6 +112,11 @@ class UNet(nn.Module):
     blocks: bottleneck at 4×4 for 32×32 inputs); `label_activation` puts a SiLU between the label embedding and its
     projection (the seed blog's label MLP). Neither adds parameters. `condition="bottleneck"` adds the time and
     label embedding in the bottleneck blocks only (the seed report); `out_kernel` is the output convolution's size.
+    The seed documentation page's layout needs the rest: `stem_channels` (the input convolution's width, default
+    channels[0]), `up_channels` (each decoder level's width, deepest first; default the encoder's in reverse),
+    `mid_attention="between"` (attention between the bottleneck blocks, not after each), `time_hidden` (the time
+    MLP's hidden width, default emb_dim), `out_norm` (GroupNorm and activation before the output convolution) and
+    `conditional=False` (no label embedding: y is ignored, guidance has no effect).
     """
 
     def __init__(
@@ -133,8 +140,19 @@ class UNet(nn.Module):
         activation: str = "silu",
         condition: str = "all",
         out_kernel: int = 3,
+        stem_channels: int | None = None,
+        up_channels: Sequence[int] | None = None,
+        mid_attention: str = "each",
+        time_hidden: int | None = None,
+        out_norm: bool = False,
+        conditional: bool = True,
     ) -> None:
         super().__init__()
+        if mid_attention not in ("each", "between"):
+            raise ValueError(f"mid_attention must be 'each' or 'between', got {mid_attention!r}")
+        up_channels = list(reversed(channels)) if up_channels is None else list(up_channels)
+        if len(up_channels) != len(channels):
+            raise ValueError(f"up_channels needs one width per level ({len(channels)}), got {up_channels}")
         if condition not in ("all", "bottleneck"):
             raise ValueError(f"condition must be 'all' or 'bottleneck', got {condition!r}")
         if out_kernel not in (1, 3):
@@ -143,17 +161,20 @@ class UNet(nn.Module):
         if image_size % 2**n_down:
             raise ValueError(f"image_size {image_size} must be divisible by 2^{n_down} (one halving per down-sampling); "
                              f"pad the data (data.pad) or use fewer levels (model.channels)")
-        self.num_classes, self.null_class = num_classes, null_class
+        self.num_classes, self.null_class, self.conditional = num_classes, null_class, conditional
         self.image_shape = (in_channels, image_size, image_size)  # (C, H, W) the network denoises
         self.emb_dim, self.act = emb_dim, activation_fn(activation)
-        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).
-        self.label_emb = nn.Embedding(num_classes + int(null_class), emb_dim)
-        self.label_act = nn.SiLU() if label_activation else nn.Identity()
-        self.label_proj = nn.Linear(emb_dim, emb_dim)
-        self.inp = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        hidden = time_hidden or emb_dim
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, emb_dim))
+        if conditional:
+            # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).
+            self.label_emb = nn.Embedding(num_classes + int(null_class), emb_dim)
+            self.label_act = nn.SiLU() if label_activation else nn.Identity()
+            self.label_proj = nn.Linear(emb_dim, emb_dim)
+        c = stem_channels or channels[0]
+        self.inp = nn.Conv2d(in_channels, c, 3, padding=1)
 
-        res, c, skips = image_size, channels[0], []
+        res, skips = image_size, []
         outer = emb_dim if condition == "all" else 0  # embedding width of the blocks outside the bottleneck
 
         def level(c_in: int, c_out: int, n: int, attn: bool, emb: int = outer) -> Level:
@@ -167,28 +188,34 @@ class UNet(nn.Module):
             pool = i < len(channels) - 1 or downsample_last
             self.pools.append(make_downsample(downsample, ch) if pool else nn.Identity())
             res = res // 2 if pool else res
-        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions, emb_dim)
+        self.mid = Level(c, mid_channels, mid_blocks, emb_dim, groups, dropout, res in attention_resolutions,
+                         activation, attn_last=mid_attention == "each")
         c = mid_channels
         self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
-        for i, ch in enumerate(reversed(channels)):
+        for i, ch in enumerate(up_channels):
             unpool = i > 0 or downsample_last
             self.unpools.append(make_upsample(upsample, c) if unpool else nn.Identity())
             res = res * 2 if unpool else res
             self.up.append(level(c + skips.pop(), ch, blocks_per_level, res in attention_resolutions))
             c = ch
+        self.out_norm = nn.GroupNorm(groups, c) if out_norm else None
         self.out = nn.Conv2d(c, in_channels, out_kernel, padding=out_kernel // 2)
 
     def parameter_parts(self) -> dict[str, int]:
         """Trainable parameters per part, in the seed documentation page's breakdown."""
-        parts = {"time and label embedding": (self.time_mlp, self.label_emb, self.label_proj),
+        labels = (self.label_emb, self.label_proj) if self.conditional else ()
+        parts = {"time and label embedding": (self.time_mlp, *labels),
                  "encoder": (self.inp, self.down, self.pools), "bottleneck": (self.mid,),
-                 "decoder": (self.up, self.unpools), "output": (self.out,)}
+                 "decoder": (self.up, self.unpools), "output": (self.out, *filter(None, [self.out_norm]))}
         return {name: sum(p.numel() for m in mods for p in m.parameters() if p.requires_grad)
                 for name, mods in parts.items()}
 
     def embed(self, t: Tensor, y: Tensor) -> Tensor:
-        """Sum of the time and label embeddings, activated: (B,), (B,) -> (B, emb_dim)."""
-        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim)) + self.label_proj(self.label_act(self.label_emb(y)))
+        """Sum of the time and label embeddings (time only when not conditional), activated: (B,), (B,) ->
+        (B, emb_dim)."""
+        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim))
+        if self.conditional:
+            e = e + self.label_proj(self.label_act(self.label_emb(y)))
         return self.act(e)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
@@ -202,4 +229,6 @@ class UNet(nn.Module):
         h = self.mid(h, emb)
         for level, unpool in zip(self.up, self.unpools):
             h = level(torch.cat([unpool(h), skips.pop()], dim=1), emb)
+        if self.out_norm is not None:
+            h = self.act(self.out_norm(h))
         return self.out(h)

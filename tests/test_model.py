@@ -64,6 +64,25 @@ def test_seed000_parts_add_up_to_the_published_count():
     assert sum(parts.values()) == 2_447_681
 
 
+def test_seed001_has_the_documentation_pages_layout_and_our_exact_breakdown():
+    m, seen = build("seed001", image_size=28).eval(), {}
+    m.mid.register_forward_hook(lambda mod, args, out: seen.__setitem__("mid", out.shape))
+    m.up[0].register_forward_hook(lambda mod, args, out: seen.__setitem__("up0", out.shape))
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([5, 700])
+    out = m(x, t, torch.tensor([0, 1]))
+    assert out.shape == x.shape and seen["mid"] == (2, 128, 7, 7) and seen["up0"] == (2, 64, 14, 14)
+    assert torch.equal(out, m(x, t, torch.tensor([7, 3])))  # unconditional: the labels are ignored
+    assert not hasattr(m, "label_emb") and m.inp.out_channels == 32 and m.out_norm.num_groups == 8
+    assert [type(a).__name__ for a in m.mid.attns] == ["SelfAttention", "Identity"]  # ResBlock–attention–ResBlock
+    parts = m.parameter_parts()
+    # The page's rounded figures: time embedding ~132K (128 → 512 → 128: exactly ours), encoder ~290K,
+    # bottleneck ~5..K, total ~1.2M; its stated layout gives more (two 128-channel ResBlocks alone hold 590K).
+    assert parts["time and label embedding"] == 2 * 128 * 512 + 512 + 128 == 131_712
+    assert parts == {"time and label embedding": 131_712, "encoder": 313_152, "bottleneck": 690_688,
+                     "decoder": 263_936, "output": 32 * 2 + 32 * 9 + 1}
+    assert n_params(m) == 1_399_841
+
+
 def test_small_is_about_1_2M_with_attention():
     m = build("small")
     assert 1.1e6 < n_params(m) < 1.3e6
