@@ -100,6 +100,21 @@ def readme_section(title: str) -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
+@pytest.mark.parametrize("seed,expected", [
+    ("seed001", {"data.pad": 0, "schedule.kind": "cosine", "p_uncond": 0.0, "guidance": 0.0, "prediction": "eps",
+                 "callbacks.early_stopping.patience": 4, "trainer.max_epochs": 50, "model.conditional": False}),
+    ("seed002", {"data.pad": 0, "data.batch_size": 128, "optim._target_": "torch.optim.Adam", "optim.lr": 1e-3,
+                 "lr_scheduler.scheduler": None, "trainer.max_epochs": 10, "trainer.max_steps": -1}),
+    ("seed003", {"loss": "l1", "data.batch_size": 32, "trainer.max_steps": 100_000, "schedule.kind": "linear",
+                 "timesteps": 1000, "guidance": 0.2}),
+    ("seed004", {"timesteps": 100, "optim.lr": 5e-4, "optim.weight_decay": 1e-5, "guidance": 2.0,
+                 "callbacks.early_stopping.patience": 5, "lr_scheduler.scheduler.patience": 3}),
+])
+def test_seed_experiments_set_their_published_recipe(seed, expected):
+    cfg = compose_cfg("train", [f"experiment={seed}", "run_dir=/tmp/x"])
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+
+
 def test_readme_config_tree_lists_every_group_and_option():
     tree = readme_section("Configuration")
     listed = {m[1]: sorted(o.strip() for o in m[2].split(","))

@@ -83,6 +83,13 @@ def test_seed001_has_the_documentation_pages_layout_and_our_exact_breakdown():
     assert n_params(m) == 1_399_841
 
 
+def test_seed002_is_the_notebooks_size_class_and_says_it_is_not_its_count():
+    m = build("seed002", image_size=28)
+    assert n_params(m) == 5_604_737  # the notebook: 6,141,313 in an unpublished layout (conf/model/seed002.yaml)
+    assert abs(n_params(m) - 6_141_313) / 6_141_313 < 0.1
+    assert m(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([0, 10])).shape == (2, 1, 28, 28)
+
+
 def test_small_is_about_1_2M_with_attention():
     m = build("small")
     assert 1.1e6 < n_params(m) < 1.3e6

@@ -87,7 +87,9 @@ def test_every_loader_refuses_without_running_code(hostile, name):
     assert not (tmp / "PWNED").exists()
 
 
-@pytest.mark.parametrize("name", ["pickle.ckpt", "target.ckpt", "truncated.ckpt", "evaluator.pt", "a_directory.ckpt"])
+# Every kind of file is refused in-process above; through the CLI, two kinds stand for the rest (a process start
+# costs ~8 s): the line reaches the user whole, the process runs nothing.
+@pytest.mark.parametrize("name", ["pickle.ckpt", "a_directory.ckpt"])
 def test_sample_cli_gives_one_line_and_runs_nothing(hostile, name, tmp_path):
     files_dir, files = hostile
     path, reason = files[name]
@@ -98,7 +100,7 @@ def test_sample_cli_gives_one_line_and_runs_nothing(hostile, name, tmp_path):
     assert not (files_dir / "PWNED").exists()
 
 
-@pytest.mark.parametrize("name", ["pickle.ckpt", "nested_target.ckpt", "empty.ckpt"])
+@pytest.mark.parametrize("name", ["nested_target.ckpt"])
 def test_train_resume_from_a_hostile_file_gives_one_line(hostile, name, tmp_path):
     files_dir, files = hostile
     path, reason = files[name]

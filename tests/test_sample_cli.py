@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_entry
+from conftest import ROOT, run_entry, run_main
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -128,7 +128,7 @@ def test_without_any_run_the_shipped_mnist_model_is_used_and_named(tmp_path):
     (["pretrained=mnist", "ckpt_path=x.ckpt"], "error: give ckpt_path or pretrained, not both"),
 ])
 def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
-    r = run_entry("sample.py", *args, f"hydra.run.dir={tmp_path}")
+    r = run_main("sample.py", *args, f"hydra.run.dir={tmp_path}")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), r.stderr
 
@@ -151,7 +151,7 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
       [(["device=cuda"], "device=cuda but no CUDA GPU is visible here; use device=cpu or device=auto")]),
 ])
 def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", *args)
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", *args)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
 

@@ -66,17 +66,23 @@ def test_repeated_evaluation_is_one_mean_and_std_row_beside_each_seed(tiny_ckpt,
     assert run_report(tmp_path).returncode == 0 and "± " in (tmp_path / "report.md").read_text()
 
 
-def test_a_failing_run_is_reported_and_the_others_keep_their_results(tmp_path):
-    r = run_entry("train.py", "-m", *TINY, "timesteps=100,-5,200", f"hydra.sweep.dir={tmp_path}")
+def test_a_failing_run_is_reported_and_the_others_keep_their_results_in_one_wandb_group(tmp_path):
+    sweep = tmp_path / "sweep-xyz"
+    r = run_entry("train.py", "-m", *TINY, "logger=wandb", "timesteps=100,-5,200", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]  # the sweep finishes
     assert "job failed" in r.stderr
-    rows = collect(tmp_path)
+    rows = collect(sweep)
     ok = [row for row in rows if row["status"] == "ok"]
     failed = [row for row in rows if row["status"] != "ok"]
     assert sorted(row["T"] for row in ok) == [100, 200]
     assert len(failed) == 1 and "timesteps must be a positive integer" in failed[0]["status"]
-    rep = run_report(tmp_path)
-    assert "2 ok, 1 failed" in rep.stdout and "failed: ConfigError" in (tmp_path / "report.md").read_text()
+    rep = run_report(sweep)
+    assert "2 ok, 1 failed" in rep.stdout and "failed: ConfigError" in (sweep / "report.md").read_text()
+    runs = list(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 2  # W&B: the sweep's runs share a group named after it
+    for run in runs:
+        blob = run.read_bytes()
+        assert b"sweep-xyz" in blob and b"timesteps=" in blob  # group and run name/tags from the overrides
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
@@ -94,34 +100,17 @@ def test_submitit_launcher_config_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 4
 
 
-def test_wandb_runs_in_a_multirun_share_a_group_named_after_the_sweep(tmp_path):
-    r = run_entry("train.py", "-m", *TINY, "eval.num_samples=0", "logger=wandb", "timesteps=100,200",
-                  f"hydra.sweep.dir={tmp_path / 'sweep-xyz'}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    configs = list((tmp_path / "sweep-xyz").glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert len(configs) == 2
-    for c in configs:
-        blob = c.read_bytes()
-        assert b"sweep-xyz" in blob and b"timesteps=" in blob  # group and run name/tags from the overrides
-
-
-def test_ddp_with_two_gloo_processes_trains_and_evaluates(tmp_path):
-    r = run_entry("train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *TINY,
-                  "eval.num_samples=30", f"hydra.run.dir={tmp_path}", timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["num_samples"] == 30  # 15 per rank, gathered by torchmetrics
-    assert m["step"] == 20
-
-
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 PROBES = {"PYTHONPATH": str(ROOT / "tests")}  # tests/ddp_probes.py, for every rank
 
 
-def test_ddp_ranks_draw_different_training_noise(tmp_path):
-    r = run_entry("train.py", *DDP, *TINY, "trainer.max_steps=2", "eval.num_samples=0",
-                  "module._target_=ddp_probes.NoiseProbe", f"hydra.run.dir={tmp_path}", env=PROBES, timeout=600)
+def test_ddp_with_two_gloo_processes_trains_evaluates_and_draws_different_noise_per_rank(tmp_path):
+    r = run_entry("train.py", *DDP, *TINY, "eval.num_samples=30", "module._target_=ddp_probes.NoiseProbe",
+                  f"hydra.run.dir={tmp_path}", env=PROBES, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["num_samples"] == 30  # 15 per rank, gathered by torchmetrics
+    assert m["step"] == 20
     digests = [(tmp_path / f"noise_rank{k}.txt").read_text() for k in (0, 1)]
     assert digests[0] != digests[1]  # else the global batch repeats the same t, ε and dropout on every rank
 
