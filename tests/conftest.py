@@ -51,19 +51,23 @@ def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None
                           capture_output=True, timeout=timeout)
 
 
-def run_main(script: str, *args: str) -> subprocess.CompletedProcess:
-    """`python <script> args` run inside this process: the same argv, Hydra composition, entry point and error
-    handling as run_entry, without a new interpreter (~8 s each): for the long batteries of one-line errors.
-    Environment, RNG state and Hydra's global state are restored; returns a CompletedProcess (text output)."""
+def run_main(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python <script> args` (or `python -m <module> args`) run inside this process: the same argv, Hydra
+    composition, entry point and error handling as run_entry, without a new interpreter (~8 s each): for the
+    one-line errors. Environment, RNG state and Hydra's global state are restored; returns a CompletedProcess."""
     from hydra.core.global_hydra import GlobalHydra
 
     argv, environ, rng = sys.argv, dict(os.environ), torch.random.get_rng_state()
     precision, out, err, code = torch.get_float32_matmul_precision(), io.StringIO(), io.StringIO(), 0
-    sys.argv = [str(ROOT / script), *args]
-    os.environ.update({"DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline"})
+    module = not script.endswith(".py")
+    sys.argv = [script if module else str(ROOT / script), *args]
+    os.environ.update({"DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **(env or {})})
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(ROOT / script), run_name="__main__")
+            if module:
+                runpy.run_module(script, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(str(ROOT / script), run_name="__main__")
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     finally:

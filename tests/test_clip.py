@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_entry
+from conftest import ROOT, run_entry, run_main
 
 # `make test` installs transformers into a folder of its own (Makefile, CLIP_LIB): in the venv, torchmetrics would
 # import it at the start of every process of the suite.
@@ -87,6 +87,6 @@ def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
     (["eval.clip=/no/such/clip"], "eval.clip needs mode=bulk evaluate=true"),
 ])
 def test_bad_clip_options_are_one_line(tiny_ckpt, tmp_path, args, message):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}", env=CLIP_ENV)
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}")  # CLIP_LIB on sys.path
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr

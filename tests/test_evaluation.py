@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_entry
+from conftest import run_entry, run_main
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
 from diffusion.evaluation import (InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images,
@@ -160,7 +160,7 @@ def test_sample_py_repeats_the_evaluation_over_seeds(tiny_ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_needs_bulk_mode(tiny_ckpt, tmp_path):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "evaluate=true")
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "evaluate=true")
     assert r.returncode == 1 and r.stderr.strip() == "error: evaluate=true needs mode=bulk (it scores the bulk samples)"
 
 
@@ -168,6 +168,6 @@ def test_evaluate_needs_bulk_mode(tiny_ckpt, tmp_path):
 def test_missing_evaluator_fails_before_training(tmp_path):
     data = tmp_path / "data"
     shutil.copytree(__import__("conftest").DATA / "MNIST", data / "MNIST")
-    r = run_entry("train.py", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}", env={"DIFFUSION_DATA": str(data)})
+    r = run_main("train.py", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}", env={"DIFFUSION_DATA": str(data)})
     assert r.returncode == 1 and "make evaluators" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()

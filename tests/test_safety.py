@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA, ROOT, run_entry
+from conftest import DATA, ROOT, run_entry, run_main
 from diffusion.checkpoint import CheckpointError, SafeCheckpointIO, export_safetensors, load_module, read_checkpoint
 from diffusion.data import ImageDataModule
 from diffusion.datasets import DataError, raw_dir
@@ -151,19 +151,17 @@ def test_export_cli_and_sampling_from_the_export(tiny_ckpt, tmp_path):
                   "sampler.steps=5", "n_per_class=1")
     assert r.returncode == 0 and (tmp_path / "grid.png").is_file(), r.stderr[-2000:]
     half = tmp_path / "half.safetensors"  # bf16 storage and a chosen default ω
-    r = subprocess.run([sys.executable, "-m", "diffusion.export", f"ckpt_path={out}", f"out={half}", "guidance=0.7",
-                        "dtype=bfloat16"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_main("diffusion.export", f"ckpt_path={out}", f"out={half}", "guidance=0.7", "dtype=bfloat16")
     assert r.returncode == 0, r.stderr[-2000:]
     full, small = load_module(out), load_module(half)
     assert half.stat().st_size < 0.6 * out.stat().st_size and small.hparams.guidance == 0.7
     for a, b in zip(full.state_dict().values(), small.state_dict().values()):
         assert b.dtype == a.dtype  # cast back on load
         torch.testing.assert_close(b, a, rtol=1e-2, atol=1e-2)
-    r = subprocess.run([sys.executable, "-m", "diffusion.export", f"ckpt_path={out}", "dtype=int8"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = run_main("diffusion.export", f"ckpt_path={out}", "dtype=int8")
     assert r.returncode == 1 and r.stderr.strip() == "error: dtype must be one of 'float32', 'bfloat16', " \
         "'float16', got 'int8'"
-    r = subprocess.run([sys.executable, "-m", "diffusion.export"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = run_main("diffusion.export")
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: ckpt_path is required, e.g. python -m diffusion.export ckpt_path=outputs/<run>/checkpoints/last.ckpt "
         "out=model.safetensors"]
@@ -255,6 +253,6 @@ def test_train_cli_names_make_data_for_a_corrupted_file(data_copy, tmp_path):
     data = bytearray(f.read_bytes())
     data[-1] ^= 0xFF
     f.write_bytes(bytes(data))
-    r = run_entry("train.py", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}", env={"DIFFUSION_DATA": str(data_copy)})
+    r = run_main("train.py", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}", env={"DIFFUSION_DATA": str(data_copy)})
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "run `make data` to fetch it again" in lines[0], r.stderr

@@ -157,5 +157,5 @@ def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
 
 
 def test_unknown_sampler_gets_hydras_message(tmp_path):
-    r = run_entry("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
+    r = run_main("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1 and "Could not find 'sampler/euler'" in r.stderr and "dpm_solver" in r.stderr
