@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="images per path")
     parser.add_argument("--npz", type=Path, default=None, help="a sample run's samples.npz (default: training images)")
     parser.add_argument("--data", default="mnist")
-    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=20, help="images per forward pass (sample.py's CPU default: 20)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     args = parser.parse_args()
     root, spec, device = Path(data_root()), DataSpec.of(args.data), resolve_device(args.device)
