@@ -156,6 +156,6 @@ def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
     assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
 
 
-def test_unknown_sampler_gets_hydras_message(tmp_path):
-    r = run_main("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
+def test_unknown_sampler_gets_hydras_message(tmp_path):  # a real process: Hydra's own error path, end to end
+    r = run_entry("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1 and "Could not find 'sampler/euler'" in r.stderr and "dpm_solver" in r.stderr
