@@ -153,6 +153,10 @@ class UNet(nn.Module):
         up_channels = list(reversed(channels)) if up_channels is None else list(up_channels)
         if len(up_channels) != len(channels):
             raise ValueError(f"up_channels needs one width per level ({len(channels)}), got {up_channels}")
+        for name, width in (("stem_channels", stem_channels), ("time_hidden", time_hidden),
+                            *(("up_channels", w) for w in up_channels)):
+            if width is not None and (not isinstance(width, int) or width < 1):
+                raise ValueError(f"{name} must be a positive integer, got {width!r}")
         if condition not in ("all", "bottleneck"):
             raise ValueError(f"condition must be 'all' or 'bottleneck', got {condition!r}")
         if out_kernel not in (1, 3):
@@ -177,8 +181,8 @@ class UNet(nn.Module):
         res, skips = image_size, []
         outer = emb_dim if condition == "all" else 0  # embedding width of the blocks outside the bottleneck
 
-        def level(c_in: int, c_out: int, n: int, attn: bool, emb: int = outer) -> Level:
-            return Level(c_in, c_out, n, emb, groups, dropout, attn, activation)
+        def level(c_in: int, c_out: int, n: int, attn: bool, emb: int = outer, attn_last: bool = True) -> Level:
+            return Level(c_in, c_out, n, emb, groups, dropout, attn, activation, attn_last)
 
         self.down, self.pools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(channels):
@@ -188,8 +192,7 @@ class UNet(nn.Module):
             pool = i < len(channels) - 1 or downsample_last
             self.pools.append(make_downsample(downsample, ch) if pool else nn.Identity())
             res = res // 2 if pool else res
-        self.mid = Level(c, mid_channels, mid_blocks, emb_dim, groups, dropout, res in attention_resolutions,
-                         activation, attn_last=mid_attention == "each")
+        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions, emb_dim, mid_attention == "each")
         c = mid_channels
         self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(up_channels):

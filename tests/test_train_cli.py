@@ -111,6 +111,10 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.downsample=avgpool", "downsample must be 'maxpool' or 'conv', got 'avgpool'"),
     ("model=seed000 data.pad=0", "image_size 28 must be divisible by 2^3"),
     ("model.activation=tanh", "activation must be one of ['gelu', 'relu', 'silu'], got 'tanh'"),
+    ("model.mid_attention=around", "mid_attention must be 'each' or 'between', got 'around'"),
+    ("model.up_channels=[64]", "up_channels needs one width per level (3), got [64]"),
+    ("model.time_hidden=-8", "time_hidden must be a positive integer, got -8"),
+    ("model.stem_channels=0", "stem_channels must be a positive integer, got 0"),
     *([] if torch.cuda.is_available() else
       [("trainer=gpu", "trainer.accelerator=gpu needs a CUDA GPU and none is visible here; use trainer=cpu")]),
 ])
