@@ -27,6 +27,9 @@ from diffusion.files import atomic_write
 from diffusion.runtime import data_root
 
 FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+# Inception images per forward pass: on CPUs a few images keep each layer's activations in cache (measured side by
+# side with `python -m benchmarks.fid_speed --batch …` on a 2-core AVX2 CPU); GPUs want large batches
+BATCH_CPU, BATCH_GPU = 8, 500
 
 
 class Precomputed(nn.Module):
@@ -52,41 +55,47 @@ class InceptionFeatures(nn.Module):
 
     A local TorchScript file (bilinear resize here, input scaled to [-1, 0.9921875]) or, without one,
     torchmetrics' FID Inception (downloads its weights once; resizes uint8 input itself, like pytorch-fid).
-    `optimized` (CPU): the TorchScript graph frozen (weights inlined, batch norms folded) and fed channels_last
-    input, the same features to float32 round-off and faster (`python -m benchmarks.fid_speed`).
+    `optimized` (CPU): the file's network rebuilt eagerly with folded batch norms and fed channels_last
+    (`diffusion.inception`; checked against the file when built) or, for any other TorchScript or with
+    `rebuilt=False`, its frozen graph: the same features to float32 round-off and faster
+    (`python -m benchmarks.fid_speed`).
     """
 
     def __init__(self, torchscript: str | Path | None, device: str | torch.device = "cpu",
-                 optimized: bool = True) -> None:
+                 optimized: bool = True, rebuilt: bool = True) -> None:
         super().__init__()
         device = torch.device(device)
         self.channels_last = optimized and device.type == "cpu"
-        if torchscript is None:
+        self.local = torchscript is not None
+        if not self.local:
             from torchmetrics.image.fid import NoTrainInceptionV3
 
             self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"]).to(device)
-            self.local = False
-        else:
-            model = torch.jit.load(str(torchscript), map_location=device).eval()
-            self.model, self.local = (torch.jit.freeze(model) if self.channels_last else model), True
+            return
+        model = torch.jit.load(str(torchscript), map_location=device).eval()
+        if self.channels_last:
+            from diffusion.inception import rebuild
+
+            model = (rebuild(model) if rebuilt else None) or torch.jit.freeze(model)
+        self.model = model
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        x = images.expand(-1, 3, -1, -1)
         if not self.local:
-            return self.model(x).double()
-        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+            return self.model(images.expand(-1, 3, -1, -1)).double()
+        x = F.interpolate(images.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        x = ((x - 128) / 128).expand(-1, 3, -1, -1)  # [0, 255] -> [-1, 0.9921875], the file's range; grey -> RGB
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model((x - 128) / 128).double()  # [0, 255] -> [-1, 0.9921875], the file's input range
+        return self.model(x).double()
 
 
-def inception_extractor(weights: str | None, device: str | torch.device = "cpu",
-                        optimized: bool = True) -> InceptionFeatures:
+def inception_extractor(weights: str | None, device: str | torch.device = "cpu", optimized: bool = True,
+                        rebuilt: bool = True) -> InceptionFeatures:
     """The local TorchScript Inception if given (one clear error if missing), else torchmetrics' download."""
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"Inception weights {weights} not found; run `make inception` to fetch them")
-    return InceptionFeatures(weights, device, optimized)
+    return InceptionFeatures(weights, device, optimized, rebuilt)
 
 
 def real_images(root: str | Path, data: str | DataSpec) -> tuple[Tensor, Tensor]:
@@ -176,9 +185,7 @@ def inception_fid(images: Tensor, spec: DataSpec, root: Path, weights: str | Non
     """Standard FID with the seed paper's protocol: uint8 images cropped back to the data set's own size (the
     padding removed) against its test set at that size, Inception-v3 pool features in fp32; reference cached."""
     device = torch.device(device)
-    # CPU: 20 images per pass ran 1.3× faster than 50 on a 2-core AVX2 CPU (less memory traffic per layer), with
-    # identical features (python -m benchmarks.fid_speed --batch 20 / 50)
-    batch = batch or (500 if device.type == "cuda" else 20)
+    batch = batch or (BATCH_GPU if device.type == "cuda" else BATCH_CPU)
     weights = weights or default_inception_weights(root)  # `make inception`'s file, if any
     extract = inception_extractor(weights, device)
     fid = FrechetInceptionDistance(feature=Precomputed(2048), reset_real_features=False, sync_on_compute=False)
