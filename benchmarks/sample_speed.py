@@ -1,7 +1,7 @@
 """Sampling speed and quality side by side: images/s, network evaluations per image and classifier FID per setting.
 
 `make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 2000 --only dpm_solver`; quality against the
-number of steps: `--only ddim "dpm_solver order=3" --steps 5 10 20 50 --plot steps.png`). Every setting
+number of steps: `--only ddim "dpm_solver order=3" --steps 5 10 20 50 --plot steps.png`; guidance: `--guidance 0.5 1`). Every setting
 makes the same class-balanced images (same seeds, same labels) from the same model, so the FIDs compare solvers,
 not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion.evaluation.evaluate).
 """
@@ -9,6 +9,7 @@ not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def with_steps(settings: list[Setting], steps: list[int]) -> list[Setting]:
 
 
 def plot_steps(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Classifier FID, IS and class accuracy against the number of sampler steps, one line per setting."""
+    """Classifier FID, IS and class accuracy against the number of sampler steps, one line per setting (and ω)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,10 +73,11 @@ def plot_steps(rows: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for name in dict.fromkeys(r["setting"] for r in rows):
-        mine = sorted((r for r in rows if r["setting"] == name), key=lambda r: r["steps"])
+    several = len({r["guidance"] for r in rows}) > 1
+    for name, w in dict.fromkeys((r["setting"], r["guidance"]) for r in rows):
+        mine = sorted((r for r in rows if (r["setting"], r["guidance"]) == (name, w)), key=lambda r: r["steps"])
         for ax, key in zip(axes, ("fid", "is", "class_accuracy")):
-            ax.plot([r["steps"] for r in mine], [r[key] for r in mine], "o-", label=name)
+            ax.plot([r["steps"] for r in mine], [r[key] for r in mine], "o-", label=f"{name} ω={w:g}" if several else name)
     steps = sorted({r["steps"] for r in rows})
     for ax, title in zip(axes, ("classifier FID (lower is better)", "IS", "class accuracy")):
         ax.set(xscale="log", xlabel="sampler steps", title=title)
@@ -103,11 +105,12 @@ class Counter:
         self.rows += len(args[0])
 
 
-def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter) -> dict[str, Any]:
-    """Make n images with one setting, timed end to end, then score them."""
+def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter,
+        guidance: float | None = None) -> dict[str, Any]:
+    """Make n images with one setting (and ω, default the model's), timed end to end, then score them."""
     sampler = instantiate(config_option("sampler", setting.sampler), **setting.overrides)
     steps = setting.overrides.get("steps") or module.schedule.timesteps
-    guidance = module.hparams.guidance
+    guidance = module.hparams.guidance if guidance is None else guidance
     labels = balanced_labels(n, range(len(module.hparams.class_names)))
     generate(module, labels[:8], range(8), 8, sampler, guidance)  # warm-up: kernels for this precision/layout
     counter.rows = 0
@@ -130,6 +133,8 @@ def main() -> None:
     parser.add_argument("--jsonl", type=Path, default=None, help="also append each row to this file")
     parser.add_argument("--steps", type=int, nargs="*", default=None,
                         help="run each chosen setting at each of these step counts (quality against steps)")
+    parser.add_argument("--guidance", type=float, nargs="*", default=None,
+                        help="run each chosen setting at each of these ω (default: the model's own)")
     parser.add_argument("--plot", type=Path, default=None, help="FID, IS and accuracy against steps, as this PNG")
     args = parser.parse_args()
     path = args.ckpt or default_model()[0]
@@ -139,13 +144,13 @@ def main() -> None:
     chosen = with_steps(chosen, args.steps) if args.steps else chosen
     print(f"model {shown(path)} (T={module.schedule.timesteps}, ω={module.hparams.guidance}), {args.n} images per "
           f"setting, batch {args.batch}, {torch.get_num_threads()} threads", flush=True)
-    print("| sampler | steps | NFE/image | images/s | 10k images (min) | classifier FID | IS | accuracy |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| sampler | steps | ω | NFE/image | images/s | 10k images (min) | classifier FID | IS | accuracy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     rows = []
-    for setting in chosen:
-        r = run(module, setting, args.n, args.batch, counter)
+    for setting, guidance in itertools.product(chosen, args.guidance or [None]):
+        r = run(module, setting, args.n, args.batch, counter, guidance)
         rows.append(r)
-        print(f"| {r['setting']} | {r['steps']} | {r['nfe_per_image']:.0f} | {r['images_per_s']:.1f} | "
+        print(f"| {r['setting']} | {r['steps']} | {r['guidance']:g} | {r['nfe_per_image']:.0f} | {r['images_per_s']:.1f} | "
               f"{10000 / r['images_per_s'] / 60:.1f} | {r['fid']:.2f} | {r['is']:.2f} | {r['class_accuracy']:.2%} |",
               flush=True)
         if args.jsonl:

@@ -21,7 +21,7 @@ def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
         ("dpm_solver order=2 guidance_interval=[0.28, 5.42]", n) for n in (15, 20)] + [
         ("dpm_solver order=3 guidance_interval=[0.28, 5.42]", 10)]
     schedule = load_module(tiny_ckpt).schedule
-    for name, steps, nfe, rate, _, fid, _, acc in rows:
+    for name, steps, _, nfe, rate, _, fid, _, acc in rows:
         visited, nfe = len(log_snr_timesteps(schedule, int(steps))), float(nfe)  # T=100: repeats collapse
         if "interval" in name:
             assert visited < nfe < 2 * visited  # the ∅ pass only inside the interval
@@ -33,9 +33,13 @@ def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
 def test_bench_sample_sweeps_steps_and_plots_quality_against_them(tiny_ckpt, tmp_path):
     plot = tmp_path / "steps.png"
     r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
-                        "--only", "ddim", "dpm_solver order=3", "--steps", "2", "4", "--plot", str(plot)], cwd=ROOT,
+                        "--only", "ddim", "dpm_solver order=3", "--steps", "2", "4", "--guidance", "0", "1.5",
+                        "--plot", str(plot)], cwd=ROOT,
                        text=True, capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [[c.strip() for c in line.split("|")[1:3]] for line in r.stdout.splitlines() if line.startswith("| d")]
-    assert rows == [["ddim", "2"], ["ddim", "4"], ["dpm_solver order=3", "2"], ["dpm_solver order=3", "4"]]
+    rows = [[c.strip() for c in line.split("|")[1:5]] for line in r.stdout.splitlines() if line.startswith("| d")]
+    assert [row[:3] for row in rows] == [[name, steps, w] for name in ("ddim", "dpm_solver order=3")
+                                         for steps in ("2", "4") for w in ("0", "1.5")]
+    for _, steps, w, nfe in rows:  # ω = 0: the conditional pass alone; ω ≠ 0: and the ∅ pass at every step
+        assert float(nfe) == int(steps) * (1 if w == "0" else 2)
     assert plot.is_file() and str(plot) in r.stdout
