@@ -113,5 +113,6 @@ def main() -> None:
         print(f"| {name} | {rate:.1f} | {10000 / rate / 60:.1f} | {value:.4f} | {(value - base) / base:+.3%} |",
               flush=True)
 
+
 if __name__ == "__main__":
     main()
