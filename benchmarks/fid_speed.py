@@ -57,10 +57,6 @@ def main() -> None:
     # reference: the first N test images through the plain fp32 path (the cached 10k statistics take ~25 min on a
     # 2-core fp32 CPU; for comparing paths on the same images any fixed reference does)
     test = channels_first(load_split(root, spec, train=False)[0][: args.n])
-    plain = inception_extractor(weights, device, optimized=False)
-    reference = FrechetInceptionDistance(feature=Precomputed(2048), sync_on_compute=False).to(device)
-    for chunk in test.split(args.batch[0]):
-        reference.update(plain(chunk.to(device)), real=True)
     bf16 = autocast_dtype(device) == torch.bfloat16  # only where the hardware has bf16 arithmetic
     # name: (optimized, rebuilt, autocast, batch)
     paths = {f"fp32, as loaded, batch {args.batch[0]}": (False, False, False, args.batch[0])}
@@ -69,17 +65,20 @@ def main() -> None:
         paths[f"fp32, rebuilt, channels_last, batch {b}"] = (True, True, False, b)
         if bf16:
             paths[f"bf16 autocast, rebuilt, batch {b}"] = (True, True, True, b)
+    # one network per (optimized, rebuilt): the batch sizes and autocast rows share it
+    networks = {(o, r): inception_extractor(weights, device, o, r) for o, r, _, _ in paths.values()}
+    reference = FrechetInceptionDistance(feature=Precomputed(2048), sync_on_compute=False).to(device)
+    for chunk in test.split(args.batch[0]):
+        reference.update(networks[False, False](chunk.to(device)), real=True)
     cpu = f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
     print(f"{len(images)} images of {spec.name} ({'training set' if args.npz is None else args.npz}), "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu}", flush=True)
     print("| path | images/s | 10k images (min) | FID | vs fp32 as loaded |\n|---|---:|---:|---:|---:|", flush=True)
-    extractors = {name: inception_extractor(weights, device, optimized, rebuilt)
-                  for name, (optimized, rebuilt, _, _) in paths.items()}
 
     def run(name: str, fid: FrechetInceptionDistance | None = None) -> float:
         """One pass of the images through a path (features into `fid` if given); its images/s."""
-        _, _, autocast, batch = paths[name]
-        extract = extractors[name]
+        optimized, rebuilt, autocast, batch = paths[name]
+        extract = networks[optimized, rebuilt]
         with torch.autocast(device.type, dtype=torch.bfloat16) if autocast else nullcontext():
             extract(images[:batch].to(device))  # warm-up (the frozen graph optimizes on its first calls)
             if device.type == "cuda":

@@ -14,7 +14,7 @@ from diffusion.inception import rebuild
 # TorchScript networks laid out like `make inception`'s file (same module names, the same conv + scale-free batch
 # norm + ReLU layers, random statistics), with a few channels so they run in a moment at 299×299
 class Conv2dLayer(nn.Module):
-    def __init__(self, cin: int, cout: int, k: tuple[int, int], stride: int = 1, padding: list[int] = (0, 0)):
+    def __init__(self, cin: int, cout: int, k: tuple[int, int], stride: int = 1, padding: tuple[int, int] = (0, 0)):
         super().__init__()
         g = torch.Generator().manual_seed(cin * 100 + cout * 10 + k[0] + 3 * k[1])
         self.weight = nn.Parameter(torch.randn(cout, cin, *k, generator=g) / (cin * k[0] * k[1]) ** 0.5)
