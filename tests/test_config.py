@@ -118,8 +118,7 @@ def test_seed_experiments_set_their_published_recipe(seed, expected):
 @pytest.mark.parametrize("preset", ["mnist_best", "fashion_best"])
 def test_long_presets_keep_a_checkpoint_per_training_unit(preset, tmp_path):
     cfg = compose_cfg("train", [f"experiment={preset}", f"run_dir={tmp_path}"])
-    callbacks = {name: instantiate(c) for name, c in cfg.callbacks.items() if c is not None}
-    milestones = callbacks["milestones"]
+    milestones = instantiate(cfg.callbacks.milestones)
     assert cfg.trainer.max_steps == 16_000 and milestones._every_n_train_steps == 2000
     assert milestones.save_top_k == -1 and Path(milestones.dirpath) == tmp_path / "checkpoints"
     name = milestones.format_checkpoint_name({"step": torch.tensor(4000)})
