@@ -1,4 +1,4 @@
-"""docs/recipe/study.png from the study's records: `python docs/recipe/plot.py` (matplotlib)."""
+"""docs/recipe/study.png and compute.png from the recorded evaluations: `python docs/recipe/plot.py` (matplotlib)."""
 
 import json
 from pathlib import Path
@@ -35,3 +35,35 @@ b.tick_params(axis="x", labelsize=7)
 fig.tight_layout()
 fig.savefig(HERE / "study.png", dpi=110)
 print(HERE / "study.png")
+
+# FID against training compute: one training image costs 3 forward passes of 0.461 GFLOP (docs/recipe.md, Compute).
+FLOP_PER_IMAGE = 3 * 0.461e9
+UNIT = 256_000 * FLOP_PER_IMAGE
+fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+best = [json.loads(line) for line in open(HERE / "mnist_best_cpu_partial.jsonl")]
+units = [r["training_images"] * FLOP_PER_IMAGE / UNIT for r in best]
+a.plot(units, [r["fid"] for r in best], "o-", color="tab:red", label="experiment=mnist_best (8-unit schedule, CPU)")
+a.plot([1], [5.78], "s", color="tab:green", ms=8, label="new default, make train (1 unit, shipped weights)")
+a.axvline(8, color="k", ls=":", lw=1)
+a.set_xlim(0, 8.5)
+a.set_yscale("log")
+a.set_xlabel(f"training compute, units (1 unit = {UNIT:.2g} FLOPs = 256k images)")
+a.set_ylabel("classifier FID, 2,000 samples")
+a.set_title("DPM-Solver++(3M), 10 steps, ω = 0.5, EMA weights")
+a.legend(fontsize=8)
+a.grid(alpha=0.3, which="both")
+fid = {name: sum(m["fid_inception"] for m in r["final"]) / len(r["final"])
+       for r in finals + study if "final" in r for name in [r["name"]]}
+b.plot([1], [fid["base"]], "o", color="tab:gray", ms=8, label="old default (ε, lr 1e-3, EMA 0.995)")
+b.plot([1], [fid["default_v_ema99"]], "s", color="tab:green", ms=8, label="new default (v, lr 2e-3, EMA 0.99)")
+b.plot([12.5], [16.19], "k^", ms=8, label="seed paper (100k steps × 32)")
+b.set_xscale("log")
+b.set_xlim(0.5, 20)
+b.set_xlabel("training compute, units")
+b.set_ylabel("standard FID, 10,000 samples (28×28)")
+b.set_title("Standard FID reached, by training budget")
+b.legend(fontsize=8)
+b.grid(alpha=0.3, which="both")
+fig.tight_layout()
+fig.savefig(HERE / "compute.png", dpi=110)
+print(HERE / "compute.png")
