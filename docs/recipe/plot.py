@@ -13,6 +13,7 @@ study = [json.loads(line) for line in open(HERE / "study_1unit_2k.jsonl")]
 runs = [r for r in study if "evals" in r and r["best"][1]["fid_inception"] < 100]  # two runs returned noise: table
 runs.sort(key=lambda r: r["best"][1]["fid_inception"])
 finals = [json.loads(line) for line in open(HERE / "finalists_10k.jsonl")]
+PAPER_FID, PAPER_UNITS = 16.19, 12.5  # the seed paper: Table 2, linear, T = 1000; 100k steps × 32 images
 # standard FID at 10,000 samples, mean over the sample seeds, of each recipe scored that way
 fid = {r["name"]: sum(m["fid_inception"] for m in r["final"]) / len(r["final"]) for r in finals + study if "final" in r}
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
@@ -28,8 +29,8 @@ for name, label in (("base", "old\ndefault"), ("lr2e-3", "lr 2e-3"), ("default_v
         labels.append(label)
         means.append(fid[name])
 b.bar(labels, means, color="tab:green")
-b.axhline(16.19, color="k", ls="--", lw=1)
-b.text(1.5, 16.6, "seed paper (12.5 units): 16.19", fontsize=8)
+b.axhline(PAPER_FID, color="k", ls="--", lw=1)
+b.text(1.5, PAPER_FID + 0.41, f"seed paper ({PAPER_UNITS} units): {PAPER_FID}", fontsize=8)
 b.set_ylabel("standard FID, 10,000 samples")
 b.set_title("Finalists at 1 unit (H100)")
 b.tick_params(axis="x", labelsize=7)
@@ -56,7 +57,7 @@ a.legend(fontsize=8)
 a.grid(alpha=0.3, which="both")
 b.plot([1], [fid["base"]], "o", color="tab:gray", ms=8, label="old default (ε, lr 1e-3, EMA 0.995)")
 b.plot([1], [fid["default_v_ema99"]], "s", color="tab:green", ms=8, label="new default (v, lr 2e-3, EMA 0.99)")
-b.plot([12.5], [16.19], "k^", ms=8, label="seed paper (100k steps × 32)")
+b.plot([PAPER_UNITS], [PAPER_FID], "k^", ms=8, label="seed paper (100k steps × 32)")
 b.set_xscale("log")
 b.set_xlim(0.5, 20)
 b.set_xlabel("training compute, units")
