@@ -174,8 +174,9 @@ def export_safetensors(module: Any, path: str | Path, dtype: torch.dtype = torch
 
 
 def shipped_models() -> dict[str, Path]:
-    """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors."""
-    return {p.parent.name: p for p in sorted(PRETRAINED_DIR.glob("*/model.safetensors"))}
+    """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors, the default (mnist) first."""
+    found = sorted(PRETRAINED_DIR.glob("*/model.safetensors"), key=lambda p: (p.parent.name != "mnist", p.parent.name))
+    return {p.parent.name: p for p in found}
 
 
 def shown(path: str | Path) -> str:
