@@ -13,6 +13,7 @@ study = [json.loads(line) for line in open(HERE / "study_1unit_2k.jsonl")]
 runs = [r for r in study if "evals" in r and r["best"][1]["fid_inception"] < 100]  # two runs returned noise: table
 runs.sort(key=lambda r: r["best"][1]["fid_inception"])
 finals = [json.loads(line) for line in open(HERE / "finalists_10k.jsonl")]
+shipped = json.loads((HERE.parents[1] / "pretrained" / "mnist" / "metrics.json").read_text())  # experiment=mnist_best
 PAPER_FID, PAPER_UNITS = 16.19, 12.5  # the seed paper: Table 2, linear, T = 1000; 100k steps × 32 images
 # standard FID at 10,000 samples, mean over the sample seeds, of each recipe scored that way
 fid = {r["name"]: sum(m["fid_inception"] for m in r["final"]) / len(r["final"]) for r in finals + study if "final" in r}
@@ -42,11 +43,11 @@ print(HERE / "study.png")
 IMAGES_PER_UNIT = 256_000
 UNIT_FLOPS = IMAGES_PER_UNIT * 3 * 0.461e9
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-best = [json.loads(line) for line in open(HERE / "mnist_best_cpu_partial.jsonl")]
+best = [json.loads(line) for line in open(HERE / "mnist_best_cpu.jsonl")]
 a.plot([r["training_images"] / IMAGES_PER_UNIT for r in best], [r["fid"] for r in best], "o-", color="tab:red",
        label="experiment=mnist_best (8-unit schedule, CPU)")
-# the shipped model at the same settings: the README's sampler table, default row
-a.plot([1], [5.78], "s", color="tab:green", ms=8, label="new default, make train (1 unit, shipped weights)")
+# the 1-unit default at the same settings: the README sampler table's default row (pretrained/mnist_1unit)
+a.plot([1], [5.78], "s", color="tab:green", ms=8, label="new default, make train (1 unit)")
 a.axvline(8, color="k", ls=":", lw=1)
 a.set_xlim(0, 8.5)
 a.set_yscale("log")
@@ -57,7 +58,10 @@ a.legend(fontsize=8)
 a.grid(alpha=0.3, which="both")
 b.plot([1], [fid["base"]], "o", color="tab:gray", ms=8, label="old default (ε, lr 1e-3, EMA 0.995)")
 b.plot([1], [fid["default_v_ema99"]], "s", color="tab:green", ms=8, label="new default (v, lr 2e-3, EMA 0.99)")
+b.plot([shipped["step"] * 128 / IMAGES_PER_UNIT], [shipped["fid_inception_mean"]], "o", color="tab:red", ms=8,
+       label="experiment=mnist_best (8 units, CPU)")
 b.plot([PAPER_UNITS], [PAPER_FID], "k^", ms=8, label="seed paper (100k steps × 32)")
+b.axhline(6, color="tab:red", ls=":", lw=1, label="the 8-unit aim: 6")
 b.set_xscale("log")
 b.set_xlim(0.5, 20)
 b.set_xlabel("training compute, units")
