@@ -27,6 +27,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from diffusion.files import atomic_write
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped models (.safetensors)
+DEFAULT_PRETRAINED = "mnist"  # the shipped model used when no checkpoint is named, listed first
 FORMAT = "diffusion-mnist"  # the safetensors metadata's "format" value
 # Where each hyper-parameter's `_target_` may point (checked as text before anything is imported).
 TARGETS = {
@@ -174,8 +175,9 @@ def export_safetensors(module: Any, path: str | Path, dtype: torch.dtype = torch
 
 
 def shipped_models() -> dict[str, Path]:
-    """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors, the default (mnist) first."""
-    found = sorted(PRETRAINED_DIR.glob("*/model.safetensors"), key=lambda p: (p.parent.name != "mnist", p.parent.name))
+    """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors, the default first."""
+    found = sorted(PRETRAINED_DIR.glob("*/model.safetensors"),
+                   key=lambda p: (p.parent.name != DEFAULT_PRETRAINED, p.parent.name))
     return {p.parent.name: p for p in found}
 
 

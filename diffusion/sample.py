@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from diffusion.checkpoint import load_module, pretrained_path, shipped_models, shown
+from diffusion.checkpoint import DEFAULT_PRETRAINED, load_module, pretrained_path, shipped_models, shown
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.files import atomic_write
 from diffusion.generate import balanced_labels, generate
@@ -43,9 +43,9 @@ def default_model(root: str | Path = "outputs") -> tuple[Path, str]:
         path = newest_checkpoint(root)
         return path, f"using the newest checkpoint: {path}"
     except FileNotFoundError:
-        if "mnist" not in shipped_models():
+        if DEFAULT_PRETRAINED not in shipped_models():
             raise
-        path = pretrained_path("mnist")
+        path = pretrained_path(DEFAULT_PRETRAINED)
         return path, f"no checkpoint under {root}/: using the shipped pretrained model {shown(path)} (train your own " \
                      "with `make train`)"
 
