@@ -248,11 +248,17 @@ def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: float) -> dict[str, Any]:
-    """What made a set of samples, for metrics.json: step, ω, sampler and its steps, schedule and T."""
+    """What made a set of samples, for metrics.json: step, ω, sampler, its steps and its other options (order,
+    η, clip, guidance interval), schedule and T."""
+    from omegaconf import OmegaConf
+
     from diffusion.samplers import sampler_name
 
+    options = {k: v for k, v in OmegaConf.to_container(sampler_cfg, resolve=True).items()
+               if k not in ("_target_", "_partial_", "steps")}
     return dict(step=step, guidance=guidance, sampler=sampler_name(sampler_cfg._target_),
-                sampler_steps=sampler_cfg.get("steps"), schedule=schedule.kind, timesteps=schedule.timesteps)
+                sampler_steps=sampler_cfg.get("steps"), sampler_options=options, schedule=schedule.kind,
+                timesteps=schedule.timesteps)
 
 
 def default_inception_weights(root: str | Path) -> str | None:

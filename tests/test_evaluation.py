@@ -6,11 +6,12 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_entry, run_main
+from conftest import compose_cfg, run_entry, run_main
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
 from diffusion.evaluation import (InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images,
-                                  summarize_seeds)
+                                  run_metadata, summarize_seeds)
+from diffusion.schedule import NoiseSchedule
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +145,17 @@ def test_summarize_seeds_is_mean_and_sample_std():
     assert m["fid_mean"] == pytest.approx(3.0) and m["fid_std"] == pytest.approx(2.6457513)  # stdev of 1, 2, 6
     assert m["is_std"] == 0 and "fid_inception_mean" not in m and m["num_seeds"] == 3 and m["seeds"] == runs
     assert m["summary"].startswith("3 seeds × 10 samples: fid 3 ± 2.6")
+
+
+@pytest.mark.parametrize("sampler,option,value", [("dpm_solver", "order", 2), ("ddim", "eta", 0.5)])
+def test_run_metadata_records_the_sampler_options(sampler, option, value):
+    cfg = compose_cfg("sample", [f"sampler={sampler}", f"sampler.{option}={value}", "sampler.steps=7",
+                                 "sampler.guidance_interval=[0.3,5]"])
+    m = run_metadata(NoiseSchedule(50, "cosine"), cfg.sampler, 123, 0.5)
+    assert (m["sampler"], m["sampler_steps"], m["sampler_options"][option]) == (sampler, 7, value)
+    assert m["sampler_options"]["guidance_interval"] == [0.3, 5] and "_target_" not in m["sampler_options"]
+    assert (m["schedule"], m["timesteps"], m["step"], m["guidance"]) == ("cosine", 50, 123, 0.5)
+    json.dumps(m)  # metrics.json-ready: plain containers only
 
 
 @pytest.mark.slow
