@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from diffusion.evaluation import sampler_label
+
 COLUMNS = ["run", "iterations", "T", "schedule", "ω", "FID", "Inception FID", "paper (Inception FID)", "IS",
            "class acc.", "samples", "sampler", "status"]
 
@@ -36,7 +38,7 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
     return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
             "ω": m.get("guidance"), "FID": _value(m, "fid"), "Inception FID": _value(m, "fid_inception"),
             "paper (Inception FID)": paper, "IS": _value(m, "is"), "class acc.": _value(m, "class_accuracy"),
-            "samples": m.get("num_samples"), "sampler": f"{m.get('sampler')} {m.get('sampler_steps') or ''}".strip(),
+            "samples": m.get("num_samples"), "sampler": sampler_label(m),
             "status": "ok"}
 
 

@@ -10,7 +10,7 @@ from conftest import compose_cfg, run_entry, run_main
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
 from diffusion.evaluation import (InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images,
-                                  run_metadata, summarize_seeds)
+                                  run_metadata, sampler_label, summarize_seeds)
 from diffusion.schedule import NoiseSchedule
 
 
@@ -156,6 +156,15 @@ def test_run_metadata_records_the_sampler_options(sampler, option, value):
     assert m["sampler_options"]["guidance_interval"] == [0.3, 5] and "_target_" not in m["sampler_options"]
     assert (m["schedule"], m["timesteps"], m["step"], m["guidance"]) == ("cosine", 50, 123, 0.5)
     json.dumps(m)  # metrics.json-ready: plain containers only
+
+
+@pytest.mark.parametrize("overrides, label", [
+    (["sampler=dpm_solver", "sampler.order=2", "sampler.steps=20"], "dpm_solver 2M 20"),
+    (["sampler=dpm_solver", "sampler.guidance_interval=[0.3,5]"], "dpm_solver 3M 10 + interval"),
+    (["sampler=ddim"], "ddim 50"), (["sampler=ddpm"], "ddpm")])
+def test_sampler_label_names_the_order_steps_and_interval(overrides, label):
+    cfg = compose_cfg("sample", overrides)
+    assert sampler_label(run_metadata(NoiseSchedule(50, "linear"), cfg.sampler, 1, 0.5)) == label
 
 
 @pytest.mark.slow
