@@ -261,15 +261,6 @@ def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: fl
                 timesteps=schedule.timesteps)
 
 
-def sampler_label(m: dict[str, Any]) -> str:
-    """How a metrics.json's samples were drawn, short: "dpm_solver 2M 20", "ddim 50", "+ interval" when ω was
-    applied in a σ range only."""
-    options = m.get("sampler_options") or {}
-    parts = [m.get("sampler"), f"{options['order']}M" if options.get("order") else None, m.get("sampler_steps"),
-             "+ interval" if options.get("guidance_interval") else None]
-    return " ".join(str(p) for p in parts if p is not None)
-
-
 def default_inception_weights(root: str | Path) -> str | None:
     """The offline TorchScript Inception written by `make inception`, if present."""
     path = Path(root) / "evaluators" / "inception_default_1.pt"

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion.evaluation import sampler_label
-
 COLUMNS = ["run", "iterations", "T", "schedule", "ω", "FID", "Inception FID", "paper (Inception FID)", "IS",
            "class acc.", "samples", "sampler", "status"]
 
@@ -29,6 +27,15 @@ def _value(m: dict[str, Any], key: str) -> Any:
     if key in m or f"{key}_mean" not in m:
         return m.get(key)
     return f"{m[f'{key}_mean']:.4g} ± {m[f'{key}_std']:.2g}"
+
+
+def sampler_label(m: dict[str, Any]) -> str:
+    """How a metrics.json's samples were drawn, short: "dpm_solver 2M 20", "ddim 50", "+ interval" when ω was
+    applied in a σ range only."""
+    options = m.get("sampler_options") or {}
+    parts = [m.get("sampler"), f"{options['order']}M" if options.get("order") else None, m.get("sampler_steps"),
+             "+ interval" if options.get("guidance_interval") else None]
+    return " ".join(str(p) for p in parts if p is not None)
 
 
 def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from conftest import compose_cfg, run_entry, run_main
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
 from diffusion.evaluation import (InceptionFeatures, crop_padding, evaluate, format_table, inception_fid, real_images,
-                                  run_metadata, sampler_label, summarize_seeds)
+                                  run_metadata, summarize_seeds)
+from diffusion.report import sampler_label
 from diffusion.schedule import NoiseSchedule
 
 
