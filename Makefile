@@ -6,18 +6,35 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install data evaluators inception browser train test test-fast demo bench bench-sample clean
+.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-sample clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The tested versions of every dependency, pinned: `make install` installs from them, `make lock` refreshes them.
+# `make install CONSTRAINTS=` resolves pyproject.toml's ranges against today's registry instead.
+LOCK := constraints.txt
+CONSTRAINTS ?= $(LOCK)
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,sweep,demo]'
+	$(BIN)/pip install -q --upgrade $(PIN) pip
+	$(BIN)/pip install -q $(PIN) -e '.[test,sweep,demo]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install the package with its test extras
+install: $(STAMP)  ## create .venv and install the package with its test extras, at the versions in constraints.txt
+
+LOCK_VENV := .venv-lock
+lock:  ## re-resolve every dependency against today's registry into constraints.txt, then run the suite on it
+	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/pip install -q -e '.[test,sweep,demo,clip]'
+	{ echo "# Tested versions of every dependency (make lock, $$(date -u +%F), $$($(LOCK_VENV)/bin/python -V), $$(uname -sm))."; \
+	  echo "# make install and make test install these; pyproject.toml keeps the ranges."; \
+	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v -i -E '^(setuptools|wheel)=='; } > $(LOCK)
+	rm -rf $(LOCK_VENV) $(VENV)
+	$(MAKE) test
 
 data: $(STAMP)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
 	$(BIN)/python -m diffusion.fetch --root $(DATA)
@@ -42,10 +59,11 @@ browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere t
 	  || echo "no Chromium could be installed: the demo's browser test will be skipped"
 
 # transformers for the CLIP tests only, in a folder of its own: installed in the venv, torchmetrics would import it
-# at every start of every process (~6 s here), for the whole suite and every user command.
+# at every start of every process (~1 s here), for the whole suite and every user command. Without its
+# dependencies: the ones the venv lacks are named here, their versions come from constraints.txt.
 CLIP_LIB := $(VENV)/clip
 $(CLIP_LIB)/.installed: $(STAMP)
-	$(BIN)/pip install -q --no-deps --target $(CLIP_LIB) 'transformers>=4.40,<6' 'tokenizers>=0.19' regex
+	$(BIN)/pip install -q --no-deps $(PIN) --target $(CLIP_LIB) transformers tokenizers regex
 	touch $@
 
 test: evaluators browser $(CLIP_LIB)/.installed  ## run the whole test suite

@@ -137,9 +137,9 @@ def main() -> None:
     bf16, layout = autocast_dtype(device) == torch.bfloat16, use_channels_last(device)
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
-    else:  # the CPU's capability decides the path: bf16 autocast only with native bf16 (runtime.cpu_supports_bf16)
+    else:  # the CPU rule decides the path: bf16 autocast with native bf16 unless forced (runtime.cpu_bf16)
         where = (f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16 {'yes' if cpu_supports_bf16() else 'no'}"
-                 f", {torch.get_num_threads()} threads")
+                 f", bf16 autocast {'yes' if bf16 else 'no'}, {torch.get_num_threads()} threads")
     print(f"model={cfg.model._target_} batch={cfg.data.batch_size} device={where} steps={args.steps}")
     print(f"default path: precision={cfg.trainer.precision}, "
           f"{'channels_last' if layout else 'contiguous'} layout")

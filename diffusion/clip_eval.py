@@ -26,13 +26,19 @@ def load_clip(name_or_path: str, device: str = "cpu") -> tuple[Any, Any]:
         from transformers import CLIPModel, CLIPProcessor
     except ImportError:
         raise ValueError("eval.clip needs transformers: pip install -e '.[clip]'") from None
-    try:
-        model = CLIPModel.from_pretrained(name_or_path, use_safetensors=True).to(device).eval()
+    try:  # use_kernels=False: hub kernels are code fetched at run time (transformers 5 asks for them by default)
+        model = CLIPModel.from_pretrained(name_or_path, use_safetensors=True, use_kernels=False).to(device).eval()
         processor = CLIPProcessor.from_pretrained(name_or_path)
     except OSError as err:
         reason = str(err).splitlines()[0]
         raise FileNotFoundError(f"CLIP weights {name_or_path!r} could not be loaded ({reason}); give a folder "
                                 "written by save_pretrained (safetensors) or a hub id reachable online") from None
+    except (ValueError, TypeError, ImportError) as err:  # a transformers release this project has not been tested with
+        import transformers
+
+        reason = str(err).splitlines()[0]
+        raise ValueError(f"transformers {transformers.__version__} could not load the CLIP model ({reason}); install "
+                         f"the tested version: pip install -c constraints.txt -e '.[clip]'") from None
     return model, processor
 
 

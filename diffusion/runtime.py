@@ -29,6 +29,9 @@ def config_option(group: str, name: str) -> DictConfig:
     return OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
 
 
+CPU_BF16_ENV = "DIFFUSION_CPU_BF16"  # 1 / 0 forces the CPU rule either way (e.g. the tests, on every CPU kind)
+
+
 @functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
@@ -39,9 +42,18 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_bf16() -> bool:
+    """The CPU rule: bf16 autocast where the CPU has native bf16, unless DIFFUSION_CPU_BF16=1/0 forces it (bf16
+    autocast also runs, slowly, on CPUs without it)."""
+    forced = os.environ.get(CPU_BF16_ENV, "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"{CPU_BF16_ENV} must be 1 (bf16 autocast on CPUs) or 0 (fp32); got {forced!r}")
+    return cpu_supports_bf16() if forced == "" else forced == "1"
+
+
 def cpu_precision() -> str:
-    """Lightning precision for CPU training: bf16-mixed where the CPU supports it, else 32-true."""
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+    """Lightning precision for CPU training: bf16-mixed under the CPU rule's bf16, else 32-true."""
+    return "bf16-mixed" if cpu_bf16() else "32-true"
 
 
 def uses_cuda(accelerator: str) -> bool:
@@ -73,7 +85,7 @@ def autocast_dtype(device: "torch.device") -> "torch.dtype | None":
 
     if device.type == "cuda":
         return cuda_amp_dtype()
-    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_bf16() else None
 
 
 # channels_last per device type, from `make bench` (README, "Performance"): on CPUs it is part of the bf16

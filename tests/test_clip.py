@@ -70,6 +70,23 @@ def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
     assert 0 <= out["first_preferred"] <= 1 and len(out["per_class_first_preferred"]) == 3
 
 
+def test_a_transformers_release_that_cannot_load_the_model_is_one_line(tiny_clip, monkeypatch):
+    """E.g. transformers 5.25 without `use_kernels=False` asked for the `kernels` package: say what to install."""
+    from diffusion.clip_eval import load_clip
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Kernels are not available. Please install a compatible version\nmore detail")
+
+    monkeypatch.setattr(transformers.CLIPModel, "from_pretrained", refuse)
+    load_clip.cache_clear()
+    with pytest.raises(ValueError) as err:
+        load_clip(str(tiny_clip))
+    load_clip.cache_clear()
+    message = str(err.value)
+    assert "\n" not in message and f"transformers {transformers.__version__} could not load" in message
+    assert "Kernels are not available" in message and "pip install -c constraints.txt" in message
+
+
 @pytest.mark.slow
 def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
     r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true",

@@ -47,14 +47,22 @@ def test_every_sampler_runs_with_the_model_on_cuda(sampler, guidance):
         assert torch.isfinite(images).all()
 
 
-def test_cuda_samples_equal_cpu_samples_image_for_image():
+@pytest.mark.parametrize("cpu_bf16", ["0", "1"])
+def test_cuda_samples_equal_cpu_samples_image_for_image(monkeypatch, cpu_bf16):
     """Noise comes from per-sample CPU generators, so a GPU makes the same images (up to arithmetic)."""
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, cpu_bf16)  # each CPU rule, whatever this CPU has
     module, cfg = tiny_module("sampler=ddpm", "sampler.steps=4")
     on_cpu = module.sample(torch.arange(3), instantiate(cfg.sampler), seed=5)
     with fake_cuda():
         module.to(CUDA)
         on_cuda = module.sample(torch.arange(3), instantiate(cfg.sampler), seed=5).cpu()
-    torch.testing.assert_close(on_cuda, on_cpu)
+    if cpu_bf16 == "0":  # both sides in fp32: equal up to fp32 arithmetic
+        torch.testing.assert_close(on_cuda, on_cpu)
+    else:  # the CPU side under bf16 autocast, the fake CUDA side in fp32 (it computes on the CPU without autocast):
+        # bf16 keeps 8 significant bits, a relative rounding of 2^-8 = 0.4% per operation, compounded over the
+        # network's layers and the 4 steps; the same noise must still make the same images to a few percent.
+        torch.testing.assert_close(on_cuda, on_cpu, atol=0.05, rtol=0)
+        assert (on_cuda - on_cpu).abs().mean() < 0.01
 
 
 def test_a_training_step_with_optimizer_and_ema_runs_on_cuda():
@@ -139,6 +147,7 @@ def test_the_training_config_uses_the_foreach_ema():
 
 
 def test_precision_rule_per_accelerator(monkeypatch):
+    monkeypatch.delenv(runtime.CPU_BF16_ENV, raising=False)
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert precision("cpu") == precision("auto") == "32-true"
@@ -153,6 +162,16 @@ def test_precision_rule_per_accelerator(monkeypatch):
     assert precision("auto") == "16-mixed"  # trainer=ddp's accelerator=auto on a GPU node follows the GPU
 
 
+@pytest.mark.parametrize("forced,expected", [("1", "bf16-mixed"), ("0", "32-true")])
+def test_the_cpu_rule_can_be_forced_either_way(monkeypatch, forced, expected):
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, forced)
+    assert compose_cfg("train", ["run_dir=/tmp/unused"]).trainer.precision == expected
+    assert (runtime.autocast_dtype(torch.device("cpu")) == torch.bfloat16) == (forced == "1")
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match="DIFFUSION_CPU_BF16 must be 1"):
+        runtime.cpu_precision()
+
+
 @pytest.mark.parametrize("trainer", ["cpu", "gpu", "ddp"])
 def test_every_trainer_option_takes_the_one_precision_rule(trainer):
     cfg = compose_cfg("train", ["run_dir=/tmp/unused", f"trainer={trainer}"])
@@ -160,7 +179,7 @@ def test_every_trainer_option_takes_the_one_precision_rule(trainer):
 
 
 def test_autocast_and_layout_follow_the_device(monkeypatch):
-    monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setenv(runtime.CPU_BF16_ENV, "0")
     assert runtime.autocast_dtype(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert runtime.autocast_dtype(CUDA) == torch.bfloat16
