@@ -3,7 +3,7 @@
 `make bench-sample` (or `python -m benchmarks.sample_speed [ckpt] --n 2000 --only dpm_solver`; quality against the
 number of steps: `--only ddim "dpm_solver order=3" --steps 5 10 20 50 --plot steps.png`; guidance: `--guidance 0.5 1`). Every setting
 makes the same class-balanced images (same seeds, same labels) from the same model, so the FIDs compare solvers,
-not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion.evaluation.evaluate).
+not noise. Classifier FID/IS/accuracy as in `sample.py evaluate=true` (diffusion.scoring.score_images).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from hydra.utils import instantiate
 
 import diffusion  # noqa: F401
 from diffusion.checkpoint import load_module, shown
-from diffusion.evaluation import evaluate
 from diffusion.generate import balanced_labels, generate
-from diffusion.runtime import config_option, data_root
+from diffusion.runtime import config_option
 from diffusion.sample import default_model
+from diffusion.scoring import score_images
 
 INTERVAL = [0.28, 5.42]  # the guidance interval in σ of Kynkäänniemi et al. (2024, Table 1, EDM2-S)
 
@@ -117,7 +117,7 @@ def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter,
     start = time.perf_counter()
     images = generate(module, labels, range(n), batch, sampler, guidance, seed=0, desc=f"{setting.name} {steps}")
     seconds = time.perf_counter() - start
-    m = evaluate(images, labels, module.data_spec, data_root())
+    m = score_images(module, images, labels)
     return {"setting": setting.name, "steps": steps, "guidance": guidance, "num_samples": n,
             "images_per_s": n / seconds, "nfe_per_image": counter.rows / n, "fid": m["fid"], "is": m["is"],
             "class_accuracy": m["class_accuracy"]}

@@ -17,7 +17,6 @@ import base64
 import functools
 import io
 import ipaddress
-import json
 import socket
 import sys
 import time
@@ -38,6 +37,7 @@ from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
+from diffusion.records import read_metrics, value
 from diffusion.runtime import config_option, config_options, resolve_device
 
 DEFAULT_SAMPLER = "dpm_solver"  # preselected, as in conf/sample.yaml
@@ -93,12 +93,12 @@ def describe(path: str, allowed: list[str]) -> str:
     metrics = run_dir / "metrics.json"
     if metrics.is_file():
         try:
-            r = json.loads(metrics.read_text())
-            get = lambda key: r.get(f"{key}_mean", r.get(key))  # noqa: E731  several seeds: their mean
+            r = read_metrics(metrics)
             seeds = f" × {r['num_seeds']} seeds" if "num_seeds" in r else ""
-            text += (f" Run metrics ({r['num_samples']} samples{seeds}): FID {get('fid'):.2f} (classifier features)"
-                     + (f", FID {get('fid_inception'):.2f} (Inception)" if get("fid_inception") is not None else "")
-                     + f", IS {get('is'):.2f}, class accuracy {get('class_accuracy'):.3f}.")
+            text += (f" Run metrics ({r['num_samples']} samples{seeds}): FID {value(r, 'fid'):.2f} (classifier "
+                     "features)" + (f", FID {value(r, 'fid_inception'):.2f} (Inception)"
+                                    if value(r, "fid_inception") is not None else "")
+                     + f", IS {value(r, 'is'):.2f}, class accuracy {value(r, 'class_accuracy'):.3f}.")
         except (ValueError, KeyError, TypeError):
             pass
     return text

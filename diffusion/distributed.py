@@ -17,7 +17,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # start ranks without re-running the command line
 SWEEP_RECIPES = ("sweep across GPUs with hydra/launcher=joblib (one sweep point per GPU, in parallel) or "
                  "hydra/launcher=submitit_slurm (SLURM), or train the points one after another with trainer=ddp "
-                 "without -m (README, \"GPUs and clusters\")")
+                 "without -m (docs/sweeps.md, \"GPUs and clusters\")")
 
 
 def is_rank_zero() -> bool:

@@ -7,7 +7,6 @@ TorchScript file offline). Reference statistics of the test set are cached per d
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -223,30 +222,6 @@ def inception_protocol(spec: DataSpec, num_samples: int, weights: str | None) ->
             "weights": Path(weights).name if weights else "torchmetrics inception-v3-compat"}
 
 
-SUMMARIZED = ("fid", "fid_inception", "is", "class_accuracy")
-
-
-def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One metrics dict for the same model scored with several sample seeds: `<metric>_mean` and `<metric>_std`
-    (sample standard deviation) of the headline numbers, every seed's metrics under `seeds`, the shared metadata
-    from the first, and a printable `summary` line."""
-    import statistics
-
-    shared = {k: v for k, v in runs[0].items() if k not in (*SUMMARIZED, "is_std", "per_class_accuracy", "confusion",
-                                                             "seed")}
-    out: dict[str, Any] = {**shared, "num_seeds": len(runs)}
-    parts = []
-    for key in SUMMARIZED:
-        values = [r[key] for r in runs if key in r]
-        if len(values) == len(runs):
-            mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-            out[f"{key}_mean"], out[f"{key}_std"] = mean, std
-            parts.append(f"{key} {mean:.4g} ± {std:.2g}")
-    out["seeds"] = runs
-    out["summary"] = f"{len(runs)} seeds × {runs[0]['num_samples']} samples: " + ", ".join(parts)
-    return out
-
-
 def run_metadata(schedule: Any, sampler_cfg: Any, step: int | None, guidance: float) -> dict[str, Any]:
     """What made a set of samples, for metrics.json: step, ω, sampler, its steps and its other options (order,
     η, clip, guidance interval), schedule and T."""
@@ -265,25 +240,3 @@ def default_inception_weights(root: str | Path) -> str | None:
     """The offline TorchScript Inception written by `make inception`, if present."""
     path = Path(root) / "evaluators" / "inception_default_1.pt"
     return str(path) if path.is_file() else None
-
-
-def format_table(m: dict[str, Any], names: list[str] | None = None) -> str:
-    """A short printable summary: headline numbers, then accuracy and the commonest confusion per class."""
-    names = list(names or DataSpec.of(m["data"]).classes)
-    lines = [f"{m['num_samples']} samples of {m['data']}: FID {m['fid']:.3f} (classifier features)"
-             + (f", FID {m['fid_inception']:.2f} (Inception)" if "fid_inception" in m else "")
-             + f", IS {m['is']:.3f} ± {m['is_std']:.3f}, class accuracy {m['class_accuracy']:.4f}",
-             f"{'class':<12} {'accuracy':>8}  most often mistaken for"]
-    for c, name in enumerate(names):
-        row = list(m["confusion"][c])
-        row[c] = -1
-        other = max(range(len(row)), key=row.__getitem__)
-        mistaken = f"{names[other]} ({row[other]})" if row[other] > 0 else "-"
-        lines.append(f"{name:<12} {m['per_class_accuracy'][c]:>8.3f}  {mistaken}")
-    return "\n".join(lines)
-
-
-def write_metrics(metrics: dict[str, Any], path: Path) -> Path:
-    """metrics.json (indented, stable key order)."""
-    path.write_text(json.dumps(metrics, indent=2))
-    return path

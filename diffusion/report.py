@@ -14,39 +14,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ["run", "iterations", "T", "schedule", "ω", "FID", "Inception FID", "paper (Inception FID)", "IS",
-           "class acc.", "samples", "sampler", "status"]
+from diffusion.published import paper_fid
+from diffusion import records
+from diffusion.records import read_metrics, sampler_label, shown, spread, value
 
-# The seed paper's published Inception FIDs (10k samples, 100k iterations × 32) by (data, schedule, T, ω): Table 2.
-# Its Table 1 (16.04 ± 0.11 over 5 repeats) is the linear / 1000 / 0.2 model sampled again.
-PAPER_FID = {("mnist", "linear", 1000, 0.2): "16.19", ("mnist", "cosine", 1000, 0.2): "26.82"}
-
-
-def _value(m: dict[str, Any], key: str) -> Any:
-    """A metric, or for a repeated evaluation (sample.py repeats=N, the paper's Table 1) "mean ± std"."""
-    if key in m or f"{key}_mean" not in m:
-        return m.get(key)
-    return f"{m[f'{key}_mean']:.4g} ± {m[f'{key}_std']:.2g}"
+PAPER = "paper (Inception FID)"
 
 
-def sampler_label(m: dict[str, Any]) -> str:
-    """How a metrics.json's samples were drawn, short: "dpm_solver 2M 20", "ddim 50", "+ interval" when ω was
-    applied in a σ range only."""
-    options = m.get("sampler_options") or {}
-    parts = [m.get("sampler"), f"{options['order']}M" if options.get("order") else None, m.get("sampler_steps"),
-             "+ interval" if options.get("guidance_interval") else None]
-    return " ".join(str(p) for p in parts if p is not None)
+def columns() -> list[str]:
+    """The table's columns: the run, its setting, the headline metrics (diffusion.records), the paper's FID."""
+    metrics = [c for h in records.HEADLINE for c in ([h.label, PAPER] if h.key == "fid_inception" else [h.label])]
+    return ["run", "iterations", "T", "schedule", "ω", *metrics, "samples", "sampler", "status"]
+
+
+def _cell(m: dict[str, Any], key: str) -> Any:
+    """A headline number: the float of one evaluation, or "mean ± std" over sample seeds (the paper's Table 1)."""
+    return shown(m, key) if spread(m, key) is not None else value(m, key)
 
 
 def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
-    paper = PAPER_FID.get((m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance")))
+    paper = paper_fid(m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance"))
     if "num_seeds" in m:
         run = f"{run} (mean ± std of {m['num_seeds']} seeds)"
     return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
-            "ω": m.get("guidance"), "FID": _value(m, "fid"), "Inception FID": _value(m, "fid_inception"),
-            "paper (Inception FID)": paper, "IS": _value(m, "is"), "class acc.": _value(m, "class_accuracy"),
-            "samples": m.get("num_samples"), "sampler": sampler_label(m),
-            "status": "ok"}
+            "ω": m.get("guidance"), **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper,
+            "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
 
 
 def job_dir(path: Path, root: Path) -> Path:
@@ -59,7 +51,7 @@ def job_dir(path: Path, root: Path) -> Path:
 def collect(root: str | Path) -> list[dict[str, Any]]:
     """Rows for every metrics.json under root, plus one row per job whose status.json says it failed."""
     root = Path(root)
-    rows = [_row(str(job_dir(p, root)), json.loads(p.read_text())) for p in sorted(root.glob("**/metrics.json"))]
+    rows = [_row(str(job_dir(p, root)), read_metrics(p)) for p in sorted(root.glob("**/metrics.json"))]
     for p in sorted(root.glob("**/status.json")):
         status = json.loads(p.read_text())
         if status.get("status") != "ok":
@@ -74,16 +66,17 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    cols = columns()
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns())
         writer.writeheader()
-        writer.writerows({c: r.get(c) for c in COLUMNS} for r in rows)
+        writer.writerows({c: r.get(c) for c in columns()} for r in rows)
 
 
 def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:

@@ -231,6 +231,19 @@ def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
 
 
+def pixels(images: Tensor) -> np.ndarray:
+    """uint8 (N, C, H, W) -> samples.npz's layout: (N, H, W), or (N, H, W, 3) in colour."""
+    out = images.permute(0, 2, 3, 1).numpy()
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def save_pngs(folder: Path, images: np.ndarray, labels: Tensor, indices: list[int]) -> None:
+    """One PNG per image, <index>_<label>.png (for pytorch-fid and other external tools)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in zip(indices, images):
+        Image.fromarray(img).save(folder / f"{i:05d}_{int(labels[i])}.png")
+
+
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
     """num_samples images to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in colour, and labels), optionally PNGs;
     Ctrl-C keeps what is done."""
@@ -238,15 +251,12 @@ def mode_bulk(s: Sampling, out: Path) -> list[Path]:
     labels = balanced_labels(n, classes)
     npz, png_dir = out / "samples.npz", out / "png"
     done: list[np.ndarray] = []
-    if s.cfg.png_dir:
-        png_dir.mkdir(parents=True, exist_ok=True)
 
     def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
-        pixels = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
-        done.append(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        done.append(pixels(images))
         _save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
-        for i, img in zip(idx, done[-1]) if s.cfg.png_dir else ():
-            Image.fromarray(img).save(png_dir / f"{i:05d}_{int(labels[i])}.png")
+        if s.cfg.png_dir:
+            save_pngs(png_dir, done[-1], labels, idx)
 
     try:
         generate(s.module, labels, range(n), s.cfg.batch_size, s.sampler, s.guidance, s.cfg.seed, desc="sampling",
@@ -294,34 +304,6 @@ MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixe
               "bulk": mode_bulk, "recognition": mode_recognition}
 
 
-def evaluate_npz(s: Sampling, path: Path, out: Path, **extra: Any) -> dict[str, Any]:
-    """Score out/samples.npz against the test set of the model's data set, with what made the samples (sampler,
-    steps, ω, checkpoint, `extra`); prints the table, writes out/metrics.json."""
-    from diffusion.data import channels_first
-    from diffusion.evaluation import evaluate, format_table, run_metadata, write_metrics
-
-    module, spec, eval_cfg = s.module, s.module.data_spec, s.cfg.eval
-    with np.load(out / "samples.npz", allow_pickle=False) as saved:
-        images, labels = channels_first(torch.from_numpy(saved["images"])), torch.from_numpy(saved["labels"])
-    metrics = evaluate(images, labels, spec, data_root(), eval_cfg.inception, eval_cfg.inception_weights,
-                       eval_cfg.batch_size, device=module.device)
-    metrics.update(run_metadata(module.schedule, s.cfg.sampler, module.checkpoint_step, s.guidance),
-                   checkpoint=str(path), **extra)
-    if eval_cfg.clip:  # opt-in: CLIP's view of the samples (the seed report's prompts by default)
-        from diffusion.clip_eval import clip_evaluate, load_clip
-        from diffusion.evaluation import crop_padding
-
-        model, processor = load_clip(str(eval_cfg.clip), str(module.device))
-        clip = clip_evaluate(crop_padding(images, spec), labels, spec.classes, model, processor,
-                             list(eval_cfg.clip_prompts), eval_cfg.batch_size)
-        metrics["clip"] = clip
-        print("CLIP: " + "; ".join(f"{p!r}: score {clip[p]['clip_score']:.2f}, zero-shot accuracy "
-                                   f"{clip[p]['zero_shot_accuracy']:.3f}" for p in clip["prompts"]))
-    print(format_table(metrics, list(spec.classes)))
-    print(write_metrics(metrics, out / "metrics.json"))
-    return metrics
-
-
 def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     """One clear line for each invalid option, before any sampling."""
     if cfg.mode not in MODES:
@@ -352,23 +334,22 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
         raise ValueError("eval.clip needs mode=bulk evaluate=true (it scores the bulk samples)")
 
 
-def evaluate_seeds(module: DiffusionModule, cfg: DictConfig, path: Path, out: Path) -> list[Path]:
-    """bulk + evaluate once per seed (seed, seed+1, …, into seed=<s>/), then metrics.json with each seed's numbers
-    and their mean ± std (the seed paper repeats its FID 5 times: Table 1)."""
-    from omegaconf import OmegaConf
+def evaluate_bulk(s: Sampling, path: Path, out: Path) -> list[Path]:
+    """mode=bulk evaluate=true: num_samples images per sample seed (seed … seed+repeats−1; several into seed=<s>/),
+    each set kept as samples.npz (and PNGs with png_dir) and scored through diffusion.scoring; with several seeds,
+    metrics.json holds their mean ± std (the seed paper repeats its FID 5 times: Table 1)."""
+    from diffusion.scoring import EvalSettings, sample_and_score
 
-    from diffusion.evaluation import summarize_seeds, write_metrics
+    def keep(folder: Path, images: Tensor, labels: Tensor) -> None:
+        _save_npz(folder / "samples.npz", pixels(images), labels.numpy())
+        if s.cfg.png_dir:
+            save_pngs(folder / "png", pixels(images), labels, list(range(len(images))))
 
-    runs = []
-    for seed in range(cfg.seed, cfg.seed + cfg.repeats):
-        one = OmegaConf.merge(cfg, {"seed": seed, "repeats": 1})
-        s, folder = Sampling(module, one), out / f"seed={seed}"
-        folder.mkdir(parents=True, exist_ok=True)
-        mode_bulk(s, folder)
-        runs.append(evaluate_npz(s, path, folder, seed=seed))
-    summary = summarize_seeds(runs)
-    print(summary["summary"])
-    return [write_metrics(summary, out / "metrics.json")]
+    cfg = s.cfg
+    sample_and_score(s.module, cfg.sampler, cfg.num_samples, [s.guidance], range(cfg.seed, cfg.seed + cfg.repeats),
+                     EvalSettings.of(cfg.eval), out, batch_size=cfg.batch_size, classes=s.classes(), keep=keep,
+                     callback=s.hook(), checkpoint=str(path))
+    return [out / "metrics.json"]
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -379,18 +360,16 @@ def run(cfg: DictConfig) -> list[Path]:
     check_options(cfg, module)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.evaluate and cfg.repeats > 1:
-        return evaluate_seeds(module, cfg, path, out)
     s = Sampling(module, cfg)
     if cfg.interactive:
         interactive(s, out)
         written = []
+    elif cfg.evaluate:
+        written = evaluate_bulk(s, path, out)
     else:
         written = MODE_FUNCS[cfg.mode](s, out)
         for p in written:
             print(p)
-    if cfg.evaluate:
-        evaluate_npz(s, path, out)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written

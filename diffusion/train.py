@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
-from diffusion.distributed import claim_device, gather_shares, is_rank_zero, multirun_ddp_error
+from diffusion.distributed import claim_device, is_rank_zero, multirun_ddp_error
 from diffusion.module import LOSSES
 from diffusion.runtime import configure_cuda, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
@@ -172,37 +172,23 @@ def finish_wandb(loggers: list) -> None:
 
 
 def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """Score eval.num_samples samples per evaluated ω -> metrics.json, loggers and a printed table.
+    """Score eval.num_samples samples per evaluated ω (diffusion.scoring) -> metrics.json, loggers, a printed table.
 
-    Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit). Every rank
-    generates its share (image i on rank i mod world); rank 0 gathers them and scores them all, so the numbers
-    do not depend on the world size.
+    Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
+    its share of the images.
     """
-    from diffusion.evaluation import evaluate, format_table, run_metadata, write_metrics
-    from diffusion.generate import balanced_labels, generate
+    from diffusion.records import logger_scalars
+    from diffusion.scoring import EvalSettings, sample_and_score
 
-    sampler, root, n = instantiate(cfg.sampler), cfg.data.root, cfg.eval.num_samples
-    rank, world, device = trainer.global_rank, trainer.world_size, trainer.strategy.root_device
+    device = trainer.strategy.root_device
     module.to(device)
-    labels, mine = balanced_labels(n, range(len(module.hparams.class_names))), list(range(rank, n, world))
-    guidances = [cfg.guidance] if cfg.eval.guidance is None else list(cfg.eval.guidance)
-    scalars: dict[str, Any] = {}
-    for w in guidances:
-        share = generate(module, labels[mine], mine, cfg.eval.batch_size, sampler, w, cfg.seed,
-                         desc=f"eval samples (ω={w})" if trainer.is_global_zero else None)
-        images = gather_shares(share, n, world, device)
-        if not trainer.is_global_zero:
-            continue
-        m = evaluate(images, labels, module.data_spec, root, cfg.eval.inception, cfg.eval.inception_weights,
-                     cfg.eval.batch_size, device=device)
-        m.update(run_metadata(module.schedule, cfg.sampler, trainer.global_step, w))
-        out = run_dir if cfg.eval.guidance is None else run_dir / "eval" / f"guidance={w}"
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"ω = {w}: " + format_table(m, module.hparams.class_names))
-        write_metrics(m, out / "metrics.json")
-        suffix = "" if cfg.eval.guidance is None else f"@guidance={w}"
-        keep = ("fid", "is", "class_accuracy", "fid_inception")
-        scalars.update({f"eval/{k}{suffix}": v for k, v in m.items() if k in keep})
+    sweep = cfg.eval.guidance is not None
+    results = sample_and_score(module, cfg.sampler, cfg.eval.num_samples,
+                               list(cfg.eval.guidance) if sweep else [cfg.guidance], [cfg.seed],
+                               EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
+                               rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
+                               step=trainer.global_step, root=cfg.data.root)
+    scalars = {k: v for w, m in results.items() for k, v in logger_scalars(m, f"@guidance={w}" if sweep else "").items()}
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()

@@ -29,7 +29,7 @@ def test_schedule_ablation_2x2_multirun_and_report(tmp_path):
                                                              ("cosine", 4000)}
     assert {row["ω"] for row in rows} == {0.2} and {row["iterations"] for row in rows} == {20}
     assert {(row["schedule"], row["T"]): row["paper (Inception FID)"] for row in rows} == {
-        ("linear", 1000): "16.19", ("cosine", 1000): "26.82", ("linear", 4000): None, ("cosine", 4000): None}
+        ("linear", 1000): 16.19, ("cosine", 1000): 26.82, ("linear", 4000): 20.91, ("cosine", 4000): 21.70}
     rep = run_report(tmp_path)
     assert rep.returncode == 0 and "4 ok, 0 failed" in rep.stdout
     assert (tmp_path / "report.md").read_text().count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()
@@ -131,7 +131,7 @@ def test_multirun_with_ddp_is_refused_in_one_line_before_the_sweep_starts(tmp_pa
     assert r.stderr.strip().splitlines() == [
         "error: trainer.strategy=ddp cannot run inside a multirun (-m): sweep across GPUs with hydra/launcher=joblib "
         "(one sweep point per GPU, in parallel) or hydra/launcher=submitit_slurm (SLURM), or train the points one "
-        "after another with trainer=ddp without -m (README, \"GPUs and clusters\")"]
+        "after another with trainer=ddp without -m (docs/sweeps.md, \"GPUs and clusters\")"]
     assert not (tmp_path / "multirun").exists()  # nothing launched, no sweep tree
 
 

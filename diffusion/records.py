@@ -1,0 +1,121 @@
+"""The one owner of results: what a metrics.json holds, how its numbers read, print and log, and the tables the docs
+render from committed records (`python -m diffusion.render`).
+
+A metrics.json is either one evaluation (`fid`, `is`, ... of one set of samples) or several sample seeds of the same
+model (`<key>_mean` / `<key>_std` over the seeds, each seed's metrics under `seeds`). Readers go through `value`,
+`spread` and `shown`, so both kinds read alike. No torch here: the report and the docs load this in an instant.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline number: its metrics.json key, its column label and how many significant digits it prints with."""
+
+    key: str
+    label: str
+    digits: int = 4
+
+
+# The headline numbers, in table order: the only list of them (adding a metric: its key here, its value in
+# diffusion.evaluation.evaluate).
+HEADLINE = (
+    Metric("fid", "FID"),  # classifier features (the project's evaluator)
+    Metric("fid_inception", "Inception FID"),  # the seed paper's standard FID
+    Metric("is", "IS"),
+    Metric("class_accuracy", "class acc."),
+)
+PER_SAMPLE_SET = ("is_std", "per_class_accuracy", "confusion", "seed")  # meaningful for one set of samples only
+
+
+def headline_keys() -> list[str]:
+    """The headline metrics' keys, in table order."""
+    return [h.key for h in HEADLINE]
+
+
+def value(m: dict[str, Any], key: str) -> float | None:
+    """A headline number of one evaluation, or its mean over the sample seeds."""
+    got = m.get(f"{key}_mean", m.get(key)) if "num_seeds" in m else m.get(key)
+    return float(got) if isinstance(got, (int, float)) else None
+
+
+def spread(m: dict[str, Any], key: str) -> float | None:
+    """The sample standard deviation of a headline number over the sample seeds (None for one evaluation)."""
+    got = m.get(f"{key}_std") if "num_seeds" in m else None
+    return float(got) if isinstance(got, (int, float)) else None
+
+
+def shown(m: dict[str, Any], key: str, digits: int | None = None, fixed: int | None = None) -> str:
+    """A headline number as text: "4.405" or, over seeds, "4.405 ± 0.067" (`digits` significant, or `fixed`
+    decimals for both); empty when absent."""
+    v, s = value(m, key), spread(m, key)
+    if v is None:
+        return ""
+    digits = digits or next((h.digits for h in HEADLINE if h.key == key), 4)
+    fmt = (lambda x: f"{x:.{fixed}f}") if fixed is not None else (lambda x: f"{x:.{digits}g}")
+    return fmt(v) if s is None else f"{fmt(v)} ± {fmt(s) if fixed is not None else f'{s:.2g}'}"
+
+
+def sampler_label(m: dict[str, Any]) -> str:
+    """How a metrics.json's samples were drawn, short: "dpm_solver 2M 20", "ddim 50", "+ interval" when ω was
+    applied in a σ range only."""
+    options = m.get("sampler_options") or {}
+    parts = [m.get("sampler"), f"{options['order']}M" if options.get("order") else None, m.get("sampler_steps"),
+             "+ interval" if options.get("guidance_interval") else None]
+    return " ".join(str(p) for p in parts if p is not None)
+
+
+def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metrics dict for the same model scored with several sample seeds: `<metric>_mean` and `<metric>_std`
+    (sample standard deviation) of the headline numbers, every seed's metrics under `seeds`, the shared metadata
+    from the first, and a printable `summary` line."""
+    shared = {k: v for k, v in runs[0].items() if k not in (*headline_keys(), *PER_SAMPLE_SET)}
+    out: dict[str, Any] = {**shared, "num_seeds": len(runs)}
+    parts = []
+    for key in headline_keys():
+        values = [r[key] for r in runs if key in r]
+        if len(values) == len(runs):
+            mean, std = statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+            out[f"{key}_mean"], out[f"{key}_std"] = mean, std
+            parts.append(f"{key} {mean:.4g} ± {std:.2g}")
+    out["seeds"] = runs
+    out["summary"] = f"{len(runs)} seeds × {runs[0]['num_samples']} samples: " + ", ".join(parts)
+    return out
+
+
+def logger_scalars(m: dict[str, Any], suffix: str = "") -> dict[str, float]:
+    """The headline numbers as logger scalars: eval/<key><suffix>."""
+    return {f"eval/{key}{suffix}": v for key in headline_keys() if (v := value(m, key)) is not None}
+
+
+def format_table(m: dict[str, Any], names: list[str]) -> str:
+    """A short printable summary: headline numbers, then accuracy and the commonest confusion per class."""
+    lines = [f"{m['num_samples']} samples of {m['data']}: FID {m['fid']:.3f} (classifier features)"
+             + (f", FID {m['fid_inception']:.2f} (Inception)" if "fid_inception" in m else "")
+             + f", IS {m['is']:.3f} ± {m['is_std']:.3f}, class accuracy {m['class_accuracy']:.4f}",
+             f"{'class':<12} {'accuracy':>8}  most often mistaken for"]
+    for c, name in enumerate(names):
+        row = list(m["confusion"][c])
+        row[c] = -1
+        other = max(range(len(row)), key=row.__getitem__)
+        mistaken = f"{names[other]} ({row[other]})" if row[other] > 0 else "-"
+        lines.append(f"{name:<12} {m['per_class_accuracy'][c]:>8.3f}  {mistaken}")
+    return "\n".join(lines)
+
+
+def write_metrics(metrics: dict[str, Any], path: Path) -> Path:
+    """metrics.json (indented, stable key order)."""
+    path.write_text(json.dumps(metrics, indent=2))
+    return path
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """A metrics.json as a dict."""
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,111 @@
+"""Sample and score: the one path from a model to metrics.json.
+
+`train.py`'s end-of-run evaluation, `sample.py … evaluate=true` and the benchmarks come through here, with the
+settings of the `eval` config group (conf/eval/default.yaml). For each ω and each sample seed: every rank makes its
+share of the images (image i on rank i mod world, seeded by (seed, i)), rank 0 gathers and scores them all, so the
+numbers never depend on the world size; images stay in memory and reach disk only through `keep`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from diffusion.clip_eval import PROMPTS
+from diffusion.distributed import gather_shares
+from diffusion.evaluation import evaluate, run_metadata
+from diffusion.generate import balanced_labels, generate
+from diffusion.records import format_table, summarize_seeds, write_metrics
+from diffusion.runtime import data_root
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How samples are scored: the `eval` config group less what to sample (conf/eval/default.yaml)."""
+
+    batch_size: int = 500
+    inception: bool = False
+    inception_weights: str | None = None
+    clip: str | None = None
+    clip_prompts: tuple[str, ...] = PROMPTS
+
+    @classmethod
+    def of(cls, eval_cfg: Any) -> EvalSettings:
+        """From a composed `eval` config."""
+        return cls(batch_size=int(eval_cfg.batch_size), inception=bool(eval_cfg.inception),
+                   inception_weights=eval_cfg.inception_weights, clip=eval_cfg.get("clip"),
+                   clip_prompts=tuple(eval_cfg.get("clip_prompts") or PROMPTS))
+
+
+def score_images(module: Any, images: Tensor, labels: Tensor, settings: EvalSettings = EvalSettings(),
+                 device: torch.device | None = None, root: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of uint8 images (N, C, H, W) made by `module` for `labels`: the evaluator's FID / IS / class accuracy,
+    the standard FID if asked (eval.inception) and CLIP's view if asked (eval.clip); data and evaluators under
+    `root` (default: the data root)."""
+    spec, device = module.data_spec, device or module.device
+    m = evaluate(images, labels, spec, root or data_root(), settings.inception, settings.inception_weights,
+                 settings.batch_size, device=device)
+    if settings.clip:  # opt-in: CLIP's view of the samples (the seed report's prompts by default)
+        from diffusion.clip_eval import clip_evaluate, load_clip
+        from diffusion.evaluation import crop_padding
+
+        model, processor = load_clip(str(settings.clip), str(device))
+        m["clip"] = clip = clip_evaluate(crop_padding(images, spec), labels, spec.classes, model, processor,
+                                         list(settings.clip_prompts), settings.batch_size)
+        print("CLIP: " + "; ".join(f"{p!r}: score {clip[p]['clip_score']:.2f}, zero-shot accuracy "
+                                   f"{clip[p]['zero_shot_accuracy']:.3f}" for p in clip["prompts"]))
+    return m
+
+
+def folder(out: Path, guidance: float | None = None, seed: int | None = None) -> Path:
+    """Where one evaluation's metrics.json goes: eval/guidance=<ω>/ when ω is swept, seed=<s>/ when seeds are."""
+    out = out if guidance is None else out / "eval" / f"guidance={guidance}"
+    return out if seed is None else out / f"seed={seed}"
+
+
+def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances: Sequence[float],
+                     seeds: Sequence[int], settings: EvalSettings, out: Path, *, batch_size: int, rank: int = 0,
+                     world: int = 1, device: torch.device | None = None, sweep: bool = False,
+                     step: int | None = None, classes: Sequence[int] | None = None,
+                     keep: Callable[[Path, Tensor, Tensor], Any] | None = None, callback: Any = None,
+                     root: str | Path | None = None, **extra: Any) -> dict[float, dict[str, Any]]:
+    """`num_samples` class-balanced samples per (ω, seed), scored; metrics.json per (ω, seed) and, over several
+    seeds, their mean ± std per ω. `sweep` puts each ω in its own folder; `classes` restricts the labels (default:
+    all, balanced); `keep(folder, images, labels)` may write the images; `callback` sees every sampler step; `root`
+    is the data root; `extra` goes into every metrics.json. Returns {ω: metrics} on rank 0, {} on
+    the others."""
+    device = device or module.device
+    sampler = instantiate(sampler_cfg)
+    labels = balanced_labels(num_samples, list(classes or range(len(module.hparams.class_names))))
+    mine = list(range(rank, num_samples, world))
+    step = module.checkpoint_step if step is None else step
+    results: dict[float, dict[str, Any]] = {}
+    for w in guidances:
+        runs = []
+        for seed in seeds:
+            desc = f"samples (ω={w}, seed {seed})" if rank == 0 else None
+            share = generate(module, labels[mine], mine, batch_size, sampler, w, seed, desc=desc, callback=callback)
+            images = gather_shares(share, num_samples, world, device)
+            if rank != 0:
+                continue
+            where = folder(out, w if sweep else None, seed if len(seeds) > 1 else None)
+            where.mkdir(parents=True, exist_ok=True)
+            if keep is not None:
+                keep(where, images, labels)
+            m = score_images(module, images, labels, settings, device, root)
+            m.update(run_metadata(module.schedule, sampler_cfg, step, w), seed=seed, **extra)
+            print(f"ω = {w}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
+            print(write_metrics(m, where / "metrics.json"))
+            runs.append(m)
+        if runs:
+            results[w] = runs[0] if len(runs) == 1 else summarize_seeds(runs)
+            if len(runs) > 1:
+                print(results[w]["summary"])
+                print(write_metrics(results[w], folder(out, w if sweep else None) / "metrics.json"))
+    return results

@@ -1,0 +1,63 @@
+"""One path from a model to metrics.json (diffusion.scoring) and one owner of results (diffusion.records)."""
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg
+from diffusion import records, report
+from diffusion.checkpoint import load_module
+from diffusion.generate import balanced_labels, generate
+from diffusion.records import Metric, logger_scalars, summarize_seeds
+from diffusion.scoring import EvalSettings, folder, sample_and_score
+
+SAMPLER = OmegaConf.create({"_target_": "diffusion.samplers.ddim_sample", "_partial_": True, "steps": 3})
+
+
+def test_one_call_scores_every_omega_and_seed_and_summarises_the_seeds(tiny_ckpt, tmp_path, data_root):
+    module = load_module(tiny_ckpt)
+    kept = {}
+    results = sample_and_score(module, SAMPLER, 20, [0.0, 0.5], [3, 4], EvalSettings(batch_size=10), tmp_path,
+                               batch_size=7, sweep=True, keep=lambda where, x, y: kept.setdefault(where, (x, y)),
+                               note="extra")
+    assert sorted(results) == [0.0, 0.5]
+    for w in (0.0, 0.5):
+        per_seed = [json.loads((folder(tmp_path, w, s) / "metrics.json").read_text()) for s in (3, 4)]
+        summary = json.loads((folder(tmp_path, w) / "metrics.json").read_text())
+        assert [m["seed"] for m in per_seed] == [3, 4] and {m["guidance"] for m in per_seed} == {w}
+        assert summary["num_seeds"] == 2
+        assert summary["fid_mean"] == pytest.approx((per_seed[0]["fid"] + per_seed[1]["fid"]) / 2)
+        assert summary["note"] == "extra" and results[w]["fid_mean"] == summary["fid_mean"]
+    # the kept images are exactly what the generation loop makes for that seed
+    images, labels = kept[folder(tmp_path, 0.5, 4)]
+    expected = generate(module, balanced_labels(20, list(range(10))), range(20), 7, instantiate(SAMPLER), 0.5, 4)
+    assert torch.equal(images, expected) and torch.equal(labels, balanced_labels(20, list(range(10))))
+
+
+def test_train_and_sample_share_one_eval_schema():
+    train, sample = compose_cfg("train", ["run_dir=x"]).eval, compose_cfg("sample", [], hydra=False).eval
+    assert set(train) == set(sample) and EvalSettings.of(train) == EvalSettings.of(sample)
+    assert EvalSettings.of(compose_cfg("sample", ["eval.inception=true", "eval.batch_size=64"]).eval) == \
+        EvalSettings(batch_size=64, inception=True)
+
+
+def test_a_new_headline_metric_is_one_key(monkeypatch):
+    """Adding a metric: its value in evaluate()'s dict and one Metric in records.HEADLINE; the rest follows."""
+    monkeypatch.setattr(records, "HEADLINE", (*records.HEADLINE, Metric("precision", "precision")))
+    runs = [{"data": "mnist", "num_samples": 10, "fid": f, "is": 9.0, "class_accuracy": 0.9, "precision": p}
+            for f, p in ((1.0, 0.5), (3.0, 0.7))]
+    summary = summarize_seeds(runs)
+    assert summary["precision_mean"] == pytest.approx(0.6) and "precision 0.6 ± 0.14" in summary["summary"]
+    assert logger_scalars(runs[0], "@guidance=1")["eval/precision@guidance=1"] == 0.5
+    assert "precision" in report.columns() and report._row("run", summary)["precision"] == "0.6 ± 0.14"
+
+
+def test_one_and_several_seeds_read_alike():
+    one = {"fid": 4.0, "num_samples": 10}
+    several = summarize_seeds([{"fid": 3.0, "num_samples": 10}, {"fid": 5.0, "num_samples": 10}])
+    assert records.value(one, "fid") == records.value(several, "fid") == 4.0
+    assert records.spread(one, "fid") is None and records.spread(several, "fid") == pytest.approx(2 ** 0.5)
+    assert records.shown(one, "fid", fixed=2) == "4.00" and records.shown(several, "fid", fixed=2) == "4.00 ± 1.41"
