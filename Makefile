@@ -50,7 +50,7 @@ inception: $(STAMP)  ## fetch the offline Inception-v3 TorchScript for standard 
 	  mv $(DATA)/evaluators/inception_default_1.pt.tmp $(DATA)/evaluators/inception_default_1.pt; rm -rf $$t; }
 	@echo "Inception weights: $(DATA)/evaluators/inception_default_1.pt"
 
-train: evaluators  ## train the default model on MNIST (~19 min on a 2-core bf16 CPU, ~1 h fp32-only) and write a sample grid
+train: evaluators  ## train the default model on MNIST and write a sample grid (README: the time per CPU kind)
 	$(BIN)/python train.py
 
 browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere that test is skipped with the reason)

@@ -88,8 +88,8 @@ def autocast_dtype(device: "torch.device") -> "torch.dtype | None":
     return torch.bfloat16 if device.type == "cpu" and cpu_bf16() else None
 
 
-# channels_last per device type, from `make bench` (README, "Performance"): on CPUs it is part of the bf16
-# speed-up; on CUDA see the GPU column there.
+# channels_last per device type, from `make bench` (docs/results.md, "Training speed"): on CPUs it is part of the bf16
+# speed-up; on CUDA see the H100 table in docs/sweeps.md (bf16 + channels_last was slower there).
 CHANNELS_LAST = {"cpu": True, "cuda": False}
 
 

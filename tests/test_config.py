@@ -94,8 +94,8 @@ def test_loggers_instantiate_without_prompting(option, tmp_path, monkeypatch):
         assert loggers[0]._offline
 
 
-def readme_section(title: str) -> str:
-    text = (Path(CONF).parent / "README.md").read_text()
+def docs_section(page: str, title: str) -> str:
+    text = (Path(CONF).parent / "docs" / page).read_text() + "\n## "
     start = text.index(f"## {title}")
     return text[start : text.index("\n## ", start + 1)]
 
@@ -125,8 +125,8 @@ def test_long_presets_keep_a_checkpoint_per_training_unit(preset, tmp_path):
     assert Path(name) == tmp_path / "checkpoints" / "step004000.ckpt"
 
 
-def test_readme_config_tree_lists_every_group_and_option():
-    tree = readme_section("Configuration")
+def test_the_docs_config_tree_lists_every_group_and_option():
+    tree = docs_section("training.md", "Configuration")
     listed = {m[1]: sorted(o.strip() for o in m[2].split(","))
               for m in re.finditer(r"^[├└]── (\w+)/\s+# ([\w, ]+?)(?:\s+->.*)?$", tree, re.M)}
     assert listed == {g: options(g) for g in GROUPS}
@@ -134,7 +134,7 @@ def test_readme_config_tree_lists_every_group_and_option():
         assert f"── {primary.name}" in tree
 
 
-def test_readme_package_layout_names_every_module():
-    layout = readme_section("Configuration").split("Package layout", 1)[1]
+def test_the_docs_package_layout_names_every_module():
+    layout = (Path(CONF).parent / "docs" / "architecture.md").read_text()
     modules = {p.name for p in (Path(CONF).parent / "diffusion").glob("*.py")} - {"__init__.py"}
     assert modules <= set(re.findall(r"`(\w+\.py)`", layout))
