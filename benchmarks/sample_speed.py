@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 import diffusion  # noqa: F401
 from diffusion.checkpoint import load_module, shown
 from diffusion.generate import balanced_labels, generate
-from diffusion.runtime import config_option
+from diffusion.runtime import config_option, config_options
 from diffusion.sample import default_model
 from diffusion.scoring import score_images
 
@@ -42,7 +42,7 @@ class Setting:
         return f"{self.sampler} {extra}".strip()
 
 
-SETTINGS = [
+STUDIED = [  # the settings the sampling tables of docs/results.md compare
     Setting("ddpm"),
     Setting("ddim", {"steps": 50}),
     *(Setting("dpm_solver", {"steps": n, "order": 2}) for n in (10, 15, 20)),
@@ -50,6 +50,9 @@ SETTINGS = [
     *(Setting("dpm_solver", {"steps": n, "order": 2, "guidance_interval": INTERVAL}) for n in (15, 20)),
     Setting("dpm_solver", {"steps": 10, "order": 3, "guidance_interval": INTERVAL}),
 ]
+# and every other sampler of conf/sampler/ at its configured options
+SETTINGS = [*STUDIED, *(Setting(name) for name in config_options("sampler")
+                         if name not in {s.sampler for s in STUDIED})]
 
 
 def matches(name: str, wanted: str) -> bool:
@@ -108,8 +111,9 @@ class Counter:
 def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter,
         guidance: float | None = None) -> dict[str, Any]:
     """Make n images with one setting (and ω, default the model's), timed end to end, then score them."""
-    sampler = instantiate(config_option("sampler", setting.sampler), **setting.overrides)
-    steps = setting.overrides.get("steps") or module.schedule.timesteps
+    option = config_option("sampler", setting.sampler)
+    sampler = instantiate(option, **setting.overrides)
+    steps = setting.overrides.get("steps", option.get("steps")) or module.schedule.timesteps  # null: all T
     guidance = module.hparams.guidance if guidance is None else guidance
     labels = balanced_labels(n, range(len(module.hparams.class_names)))
     generate(module, labels[:8], range(8), 8, sampler, guidance)  # warm-up: kernels for this precision/layout
@@ -125,7 +129,8 @@ def run(module: Any, setting: Setting, n: int, batch: int, counter: Counter,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ckpt", nargs="?", help="default: the newest last.ckpt under outputs/, else the shipped MNIST model")
+    parser.add_argument("ckpt", nargs="?", help="default: the newest model file of a run under outputs/ or "
+                        "multirun/, else the shipped MNIST model")
     parser.add_argument("--n", type=int, default=2000, help="images per setting (default 2000)")
     parser.add_argument("--batch", type=int, default=250, help="images per sampling batch")
     parser.add_argument("--only", nargs="*", default=None,

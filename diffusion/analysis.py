@@ -1,7 +1,7 @@
 """Analyses of a trained model that the seed write-ups show: when noise hides a class, and when sampling reveals it.
 
 `python sample.py mode=recognition` runs both halves and writes recognition.csv, recognition_classes.csv and
-recognition.png (diffusion.sample.mode_recognition); the functions here only compute.
+recognition.png (diffusion.modes.mode_recognition); the functions here only compute.
 """
 
 from __future__ import annotations

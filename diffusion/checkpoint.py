@@ -18,6 +18,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,19 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from diffusion.files import atomic_write
+from diffusion.samplers import sampler_targets
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped models (.safetensors)
+RUN_ROOTS = ("outputs", "multirun")  # where train.py's runs and sweeps write (relative to the working directory)
+RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model.safetensors")
 DEFAULT_PRETRAINED = "mnist"  # the shipped model used when no checkpoint is named, listed first
 FORMAT = "diffusion-mnist"  # the safetensors metadata's "format" value
-# Where each hyper-parameter's `_target_` may point (checked as text before anything is imported).
-TARGETS = {
+# Where each hyper-parameter's `_target_` may point (checked as text before anything is imported): a pattern, or for
+# the samplers the registry (diffusion.samplers.SAMPLERS), read when a file is checked.
+TARGETS: dict[str, re.Pattern | Callable[[str], bool]] = {
     "net": re.compile(r"diffusion\.unet\.UNet"),
     "schedule": re.compile(r"diffusion\.schedule\.NoiseSchedule"),
-    "sampler": re.compile(r"diffusion\.samplers\.\w+_sample"),
+    "sampler": lambda target: target in sampler_targets(),
     "optimizer": re.compile(r"torch\.optim\.[A-Z]\w*"),
     "lr_scheduler.scheduler": re.compile(r"torch\.optim\.lr_scheduler\.[A-Z]\w*|diffusion\.module\.warmup_cosine"),
 }
@@ -79,6 +84,11 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
     return {"state_dict": state, "hyper_parameters": hparams, "global_step": step}
 
 
+def allowed(rule: re.Pattern | Callable[[str], bool], target: str) -> bool:
+    """Whether `target` passes an allow-list entry (a whole-string pattern or a predicate)."""
+    return bool(rule.fullmatch(target)) if isinstance(rule, re.Pattern) else rule(target)
+
+
 def _check_targets(path: Path, hparams: dict[str, Any]) -> None:
     """Every `_target_` in the hyper-parameters is one this project writes, at the place it writes it."""
 
@@ -86,7 +96,7 @@ def _check_targets(path: Path, hparams: dict[str, Any]) -> None:
         if isinstance(node, dict):
             target = node.get("_target_")
             if target is not None and (where not in TARGETS or not isinstance(target, str)
-                                       or not TARGETS[where].fullmatch(target)):
+                                       or not allowed(TARGETS[where], target)):
                 raise CheckpointError(path, f"hyper-parameter {where}._target_={str(target)[:60]!r} is not allowed")
             for key, value in node.items():
                 walk(value, f"{where}.{key}" if where else str(key))
@@ -179,6 +189,13 @@ def shipped_models() -> dict[str, Path]:
     found = sorted(PRETRAINED_DIR.glob("*/model.safetensors"),
                    key=lambda p: (p.parent.name != DEFAULT_PRETRAINED, p.parent.name))
     return {p.parent.name: p for p in found}
+
+
+def run_models(roots: tuple[str, ...] = RUN_ROOTS) -> list[Path]:
+    """Every run's model files under `roots` (last.ckpt, best-*.ckpt, model.safetensors), newest first: the one
+    discovery rule of sample.py, the benchmarks and the demo, which fall back on the shipped models after them."""
+    found = {p for root in roots for pattern in RUN_FILES for p in Path(root).glob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def shown(path: str | Path) -> str:

@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from diffusion.checkpoint import load_module, shipped_models, shown
+from diffusion.checkpoint import RUN_ROOTS, load_module, run_models, shipped_models, shown
 from diffusion.images import grid_image
 from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
@@ -42,17 +42,13 @@ from diffusion.runtime import config_option, config_options, resolve_device
 
 DEFAULT_SAMPLER = "dpm_solver"  # preselected, as in conf/sample.yaml
 SCALE = 4  # 32×32 samples shown at 128×128
-RUN_ROOTS = ("outputs", "multirun")
-RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model.safetensors")
 
 
 def list_models(pinned: str | None = None, roots: tuple[str, ...] = RUN_ROOTS) -> list[str]:
     """The model files the demo offers, and the only ones it loads: `pinned` (the server's ckpt_path), every run's
-    last.ckpt, best-*.ckpt and model.safetensors, newest first, then the shipped pretrained/<name>/model.safetensors
-    (so with no run of one's own, the page starts on the shipped MNIST model)."""
-    runs = [p for root in roots for pattern in RUN_FILES for p in Path(root).glob(pattern) if p.is_file()]
-    runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return list(dict.fromkeys([*([str(pinned)] if pinned else []), *map(str, runs), *shipped_entries()]))
+    model file newest first (checkpoint.run_models, the rule sample.py follows), then the shipped
+    pretrained/<name>/model.safetensors (so with no run of one's own, the page starts on the shipped MNIST model)."""
+    return list(dict.fromkeys([*([str(pinned)] if pinned else []), *map(str, run_models(roots)), *shipped_entries()]))
 
 
 def shipped_entries() -> list[str]:
@@ -144,7 +140,8 @@ def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: 
             raise ValueError(f"number of images must be between 1 and {max_images}, got {n}")
         guidance = check_guidance(guidance, "guidance", minimum=-1)
         seed = check_seed(int(seed or 0), "sample")
-        solver = instantiate(config_option("sampler", sampler), steps=steps)  # conf/sampler/<name>.yaml, as the CLIs
+        option = config_option("sampler", sampler)  # conf/sampler/<name>.yaml, as the CLIs
+        solver = instantiate(option, **({"steps": steps} if "steps" in option else {}))
         frames: list[torch.Tensor] = []
         start = time.perf_counter()
         images = generate_images(module, torch.full((n,), c), range(n), n, solver, guidance, seed,
@@ -188,7 +185,7 @@ def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
                 sampler = gr.Radio(config_options("sampler"), value=DEFAULT_SAMPLER, label="Sampler", elem_id="sampler")
-                steps = gr.Number(config_option("sampler", DEFAULT_SAMPLER).steps, precision=0, label="Steps",
+                steps = gr.Number(config_option("sampler", DEFAULT_SAMPLER).get("steps"), precision=0, label="Steps",
                                   elem_id="steps")  # that sampler's configured default
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 n = gr.Number(4, precision=0, label=f"Number of images (max {max_images})", elem_id="n")

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from diffusion.checks import check_choice
-from diffusion.samplers import sample_generators
+from diffusion.samplers import Job, sample_generators
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS, NoiseSchedule
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
@@ -193,7 +193,8 @@ class DiffusionModule(L.LightningModule):
         try:
             kwargs.setdefault("shape", self.image_shape)
             with self.autocast():
-                return sampler(self, self.schedule, labels.to(self.device), sample_generators(seed, indices),
-                               guidance=guidance, null_label=self.null_label, **kwargs).float().clamp(-1, 1)
+                job = Job(self, self.schedule, labels.to(self.device), sample_generators(seed, indices),
+                          guidance=guidance, null_label=self.null_label, **kwargs)
+                return sampler(job).float().clamp(-1, 1)
         finally:
             self.train(was_training)

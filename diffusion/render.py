@@ -75,7 +75,8 @@ def training(m: dict[str, Any]) -> str:
     """How a shipped model was trained, from its metrics.json's `training` record."""
     t = m["training"]
     units = t["steps"] * t["batch_size"] / UNIT_IMAGES
-    return (f"`{t['recipe']}`, {units:g} unit{'' if units == 1 else 's'}: {t['steps']:,} steps × {t['batch_size']} images "
+    plural = "" if units == 1 else "s"
+    return (f"`{t['recipe']}`, {units:g} unit{plural}: {t['steps']:,} steps × {t['batch_size']} images "
             f"({t['device']}, {t['wall_time']})")
 
 
@@ -171,7 +172,8 @@ def stale() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table differs from its records")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if a table differs from its records")
     args = parser.parse_args(argv)
     try:
         if args.check:

@@ -1,53 +1,35 @@
-"""What `sample.py` does: load a checkpoint, then one short function per output mode."""
+"""What `sample.py` does: pick and load the model, check the options, then write the mode's files
+(diffusion.modes) or sample and score them (diffusion.scoring)."""
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 from torch import Tensor
 
-from diffusion.checkpoint import DEFAULT_PRETRAINED, load_module, pretrained_path, shipped_models, shown
+from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, pretrained_path, run_models,
+                                 shipped_models, shown)
 from diffusion.checks import check_guidance, check_seed, check_steps
-from diffusion.files import atomic_write
-from diffusion.generate import balanced_labels, generate
-from diffusion.images import grid_image, save_grid
 from diffusion.module import DiffusionModule
+from diffusion.modes import MODE_FUNCS, MODES, Sampling, _save_npz, interactive, pixels, save_pngs
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
-from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
-
-MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward", "bulk", "recognition")
 
 
-def newest_checkpoint(root: str | Path = "outputs") -> Path:
-    """The most recently written last.ckpt under root."""
-    found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no checkpoint under {root}/; train one with `make train` (or `python train.py`) "
+def default_model(roots: tuple[str, ...] = RUN_ROOTS, raw: bool = False) -> tuple[Path, str]:
+    """The model to use when none is named: the newest model file of a run (checkpoint.run_models; a .ckpt for the
+    `raw` weights, which only a checkpoint holds), else the shipped MNIST model; with the line that says which."""
+    runs = [p for p in run_models(roots) if not raw or p.suffix == ".ckpt"]
+    if runs:
+        return runs[0], f"using the newest checkpoint: {runs[0]}"
+    where = " or ".join(f"{root}/" for root in roots)
+    if DEFAULT_PRETRAINED not in shipped_models():
+        raise FileNotFoundError(f"no checkpoint under {where}; train one with `make train` (or `python train.py`) "
                                 "or pass ckpt_path=...")
-    return found[-1]
-
-
-def default_model(root: str | Path = "outputs") -> tuple[Path, str]:
-    """The model to use when none is named: the newest run's last.ckpt, else the shipped MNIST model; with the
-    line that says which."""
-    try:
-        path = newest_checkpoint(root)
-        return path, f"using the newest checkpoint: {path}"
-    except FileNotFoundError:
-        if DEFAULT_PRETRAINED not in shipped_models():
-            raise
-        path = pretrained_path(DEFAULT_PRETRAINED)
-        return path, f"no checkpoint under {root}/: using the shipped pretrained model {shown(path)} (train your own " \
-                     "with `make train`)"
+    path = pretrained_path(DEFAULT_PRETRAINED)
+    return path, f"no checkpoint under {where}: using the shipped pretrained model {shown(path)} (train your own " \
+                 "with `make train`)"
 
 
 def model_path(cfg: DictConfig) -> Path:
@@ -58,250 +40,9 @@ def model_path(cfg: DictConfig) -> Path:
         return pretrained_path(str(cfg.pretrained))
     if cfg.ckpt_path:
         return Path(cfg.ckpt_path)
-    path, message = default_model()
+    path, message = default_model(raw=cfg.weights == "raw")
     print(message)
     return path
-
-
-class Tracer:
-    """Sampler callback collecting per-step statistics of x_t and ε̃ (mean, std, min, max)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def __call__(self, step: int, t: int, x: Tensor, eps: Tensor) -> None:
-        row: dict[str, Any] = {"step": step, "t": t}
-        for name, v in (("x", x.float()), ("eps", eps.float())):
-            row.update({f"{name}_mean": v.mean().item(), f"{name}_std": v.std().item(),
-                        f"{name}_min": v.min().item(), f"{name}_max": v.max().item()})
-        self.rows.append(row)
-
-    def write(self, path: Path) -> Path:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return path
-
-
-class Sampling:
-    """A loaded model plus the sampling options of one sample.py call."""
-
-    def __init__(self, module: DiffusionModule, cfg: DictConfig) -> None:
-        self.module, self.cfg = module, cfg
-        self.names = list(module.hparams.class_names)
-        self.sampler = instantiate(cfg.sampler)
-        self.guidance = module.hparams.guidance if cfg.guidance is None else float(cfg.guidance)
-        self.tracer = Tracer() if cfg.trace else None
-        self.shape = module.image_shape
-
-    def hook(self, callback: Any = None) -> Any:
-        """The sampler callback: `callback` and the tracer, whichever are set."""
-        hooks = [h for h in (callback, self.tracer) if h]
-        return (lambda *a: [h(*a) for h in hooks]) if hooks else None
-
-    def generate(self, labels: Tensor, indices: list[int], callback: Any = None, x_T: Tensor | None = None) -> Tensor:
-        """Images in [-1, 1] for labels, in one batch; sample i seeded by (seed, indices[i])."""
-        return self.module.sample(labels, self.sampler, seed=self.cfg.seed, indices=indices, guidance=self.guidance,
-                                  callback=self.hook(callback), x_T=x_T)
-
-    def classes(self) -> list[int]:
-        """The prompted class, or all classes."""
-        if self.cfg.prompt is not None:
-            return [parse_prompt(self.cfg.prompt, self.names)]
-        return list(range(len(self.names)))
-
-
-def mode_grid(s: Sampling, out: Path) -> list[Path]:
-    """Rows = classes, n_per_class columns, labelled with class names."""
-    classes, n = s.classes(), s.cfg.n_per_class
-    labels = torch.tensor(classes).repeat_interleave(n)
-    images = s.generate(labels, [c * n + j for c in classes for j in range(n)])
-    return [save_grid(images, out / "grid.png", n, [s.names[c] for c in classes])]
-
-
-def mode_random(s: Sampling, out: Path) -> list[Path]:
-    """A 4×4 grid of random classes (or of the prompted class)."""
-    classes = torch.tensor(s.classes())
-    labels = classes[torch.randint(len(classes), (16,), generator=torch.Generator().manual_seed(s.cfg.seed))]
-    images = s.generate(labels, list(range(16)))
-    rows = [", ".join(s.names[int(c)] for c in labels[r * 4:(r + 1) * 4]) for r in range(4)]
-    return [save_grid(images, out / "random.png", 4, rows)]
-
-
-def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
-    """One starting noise x_T, every label: what the label alone changes; x_T shown first."""
-    k = len(s.names)
-    x_T = per_sample_randn(sample_generators(s.cfg.seed, [0]), s.shape, s.module.device).repeat(k, 1, 1, 1)
-    images = s.generate(torch.arange(k), [0] * k, x_T=x_T)
-    strip = torch.cat([(x_T[:1] / 3).clamp(-1, 1).cpu(), images.cpu()])
-    return [save_grid(strip, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
-
-
-def mode_noise_pairs(s: Sampling, out: Path) -> list[Path]:
-    """The seed blog's figure: n_progression starting noises x_T (top row) above the images they become (one class
-    each, cycling; the prompted class if set)."""
-    classes, n = s.classes(), s.cfg.n_progression
-    labels = torch.tensor([classes[i % len(classes)] for i in range(n)])
-    x_T = per_sample_randn(sample_generators(s.cfg.seed, range(n)), s.shape, s.module.device)
-    images = s.generate(labels, list(range(n)), x_T=x_T)
-    pairs = torch.cat([(x_T / 3).clamp(-1, 1).cpu(), images.cpu()])  # noise shown at 1/3 scale, as fixed_noise does
-    names = [s.names[int(c)].split("/")[0][:10] for c in labels]
-    return [save_grid(pairs, out / "noise_pairs.png", n, ["x_T", "x_0"], names)]
-
-
-def mode_progression(s: Sampling, out: Path) -> list[Path]:
-    """Denoising paths x_t every `every` steps, as a PNG strip (rows = samples) and an animated GIF."""
-    n, path = s.cfg.n_progression, []
-    labels = torch.arange(n) % len(s.names)
-    s.generate(labels, list(range(n)), callback=lambda i, t, x, eps: path.append((t, x.float().cpu().clamp(-1, 1))))
-    every = s.cfg.every or max(1, len(path) // 10)
-    kept = path[::every] if (len(path) - 1) % every == 0 else path[::every] + path[-1:]
-    frames = [x for _, x in kept]
-    times = [f"t={t}" for t, _ in kept[:-1]] + ["x0"]
-    strip = torch.stack(frames, dim=1).flatten(0, 1)  # (n·F, C, H, W), row-major per sample
-    png = save_grid(strip, out / "progression.png", len(frames), [s.names[int(c)] for c in labels], times)
-    pics = [grid_image(f, min(n, 5), scale=3) for f in frames]
-    gif = out / "progression.gif"
-    pics[0].save(gif, save_all=True, append_images=pics[1:] + [pics[-1]] * 5, duration=150, loop=0)
-    return [png, gif]
-
-
-def first_test_images(spec: Any, classes: list[int], per_class: int) -> tuple[Tensor, Tensor]:
-    """The first `per_class` test images of each class, in the model's range and frame, with their labels."""
-    from diffusion.data import load_split, to_model_range
-
-    images, labels = load_split(data_root(), spec, train=False)
-    pick = torch.cat([(labels == c).nonzero()[:per_class, 0] for c in classes])
-    return to_model_range(images[pick], spec.pad), labels[pick]
-
-
-def mode_forward(s: Sampling, out: Path) -> list[Path]:
-    """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
-    spec = s.module.data_spec
-    classes = s.classes()[: s.cfg.n_progression]
-    x0, _ = first_test_images(spec, classes, 1)
-    T = s.module.schedule.timesteps
-    ts = torch.linspace(0, T - 1, 10).round().long()
-    noise = per_sample_randn(sample_generators(s.cfg.seed, range(len(classes))), s.shape, torch.device("cpu"))
-    sched = s.module.schedule.cpu()
-    rows = [sched.q_sample(x0[i : i + 1].expand(10, -1, -1, -1), ts, noise[i : i + 1].expand(10, -1, -1, -1))
-            for i in range(len(classes))]
-    return [save_grid(torch.cat(rows), out / "forward.png", 10, [s.names[c] for c in classes],
-                      [f"t={int(t)}" for t in ts])]
-
-
-def mode_recognition(s: Sampling, out: Path) -> list[Path]:
-    """When noise hides the class and when sampling reveals it (the seed report's analysis): the evaluator's accuracy
-    on `num_samples` test images noised to each of 41 timesteps, and on n_per_class samples per class after every
-    sampler step; the t from which each class is recognised and stays so. CSVs and a plot."""
-    from diffusion import analysis
-    from diffusion.classifier import load_classifier
-
-    spec, module, names = s.module.data_spec, s.module, s.names
-    net = load_classifier(data_root(), spec.name)[0]
-    classes = s.classes()
-    x0, y0 = first_test_images(spec, classes, -(-s.cfg.num_samples // len(classes)))
-    x0 = x0.to(module.device)
-    T = module.schedule.timesteps
-    ts = torch.linspace(0, T - 1, 41).round().long().tolist()
-    forward = analysis.forward_recognition(module.schedule, net, x0, y0, spec, ts, s.cfg.seed)
-    n = s.cfg.n_per_class
-    y = torch.tensor(classes).repeat_interleave(n)
-    preds, times = [], []
-    s.generate(y, [c * n + j for c in classes for j in range(n)],
-               callback=lambda i, t, x, eps: (preds.append(analysis.predict(net, x, spec)), times.append(int(t))))
-    unmeasurable = analysis.noise_classes(forward)
-    reverse = analysis.reverse_recognition(torch.stack(preds), y, times, len(names), unmeasurable)
-    fwd_t = [analysis.last_t_above(ts, forward[:, 1 + c].tolist()) for c in range(len(names))]
-    written = analysis.write_csvs(out, names, ts, forward, times, reverse, fwd_t)
-    chance = analysis.chance_t(ts, forward[:, 0].tolist(), len(names))
-    print(f"forward: accuracy {forward[0, 0]:.3f} at t=0, within 5 points of chance from t={chance} of T={T}")
-    for c in classes:
-        r = reverse["per_class"][c]
-        print(f"reverse: {names[c]:<12} " + (f"not measurable: the evaluator classifies pure noise as {names[c]}"
-                                              if c in unmeasurable else f"recognised in {r['recognised']:.0%} of "
-                                              f"paths, median t={r['median_t']:.0f}"))
-    sampler = f"{sampler_name(s.cfg.sampler._target_)}, {len(times)} steps"
-    return [*written, analysis.plot(out / "recognition.png", names, ts, forward, times, reverse, T, sampler)]
-
-
-def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write the npz atomically: never a partial file."""
-    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
-
-
-def pixels(images: Tensor) -> np.ndarray:
-    """uint8 (N, C, H, W) -> samples.npz's layout: (N, H, W), or (N, H, W, 3) in colour."""
-    out = images.permute(0, 2, 3, 1).numpy()
-    return out[..., 0] if out.shape[-1] == 1 else out
-
-
-def save_pngs(folder: Path, images: np.ndarray, labels: Tensor, indices: list[int]) -> None:
-    """One PNG per image, <index>_<label>.png (for pytorch-fid and other external tools)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in zip(indices, images):
-        Image.fromarray(img).save(folder / f"{i:05d}_{int(labels[i])}.png")
-
-
-def mode_bulk(s: Sampling, out: Path) -> list[Path]:
-    """num_samples images to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in colour, and labels), optionally PNGs;
-    Ctrl-C keeps what is done."""
-    n, classes = s.cfg.num_samples, s.classes()
-    labels = balanced_labels(n, classes)
-    npz, png_dir = out / "samples.npz", out / "png"
-    done: list[np.ndarray] = []
-
-    def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
-        done.append(pixels(images))
-        _save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
-        if s.cfg.png_dir:
-            save_pngs(png_dir, done[-1], labels, idx)
-
-    try:
-        generate(s.module, labels, range(n), s.cfg.batch_size, s.sampler, s.guidance, s.cfg.seed, desc="sampling",
-                 on_batch=save, callback=s.hook())
-    except KeyboardInterrupt:
-        count = sum(len(b) for b in done)
-        print(f"interrupted: {count} complete images saved in {npz}", file=sys.stderr)
-        raise SystemExit(130) from None
-    return [npz] + ([png_dir] if s.cfg.png_dir else [])
-
-
-def interactive(s: Sampling, out: Path, stdin: Any = sys.stdin) -> None:
-    """Prompt loop: a class word or digit makes and saves an image; `grid` a class grid; `quit` or EOF exits."""
-    hint = f"type a class ({', '.join(s.names)}, or 0-{len(s.names) - 1}), 'grid', or 'quit'"
-    print(hint, flush=True)
-    count = 0
-    for line in stdin:
-        text = line.strip()
-        if text.lower() in ("quit", "exit", "q"):
-            break
-        if not text:
-            continue
-        if text.lower() == "grid":
-            print(mode_grid(s, out)[0], flush=True)
-            continue
-        try:
-            c = parse_prompt(text, s.names)
-        except ValueError as err:
-            print(f"{err}. {hint}", flush=True)
-            continue
-        image = s.generate(torch.tensor([c]), [count])
-        path = out / "interactive" / f"{count:03d}_{_slug(s.names[c])}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        grid_image(image, 1, scale=4).save(path)
-        print(path, flush=True)
-        count += 1
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-
-
-MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
-              "noise_pairs": mode_noise_pairs, "progression": mode_progression, "forward": mode_forward,
-              "bulk": mode_bulk, "recognition": mode_recognition}
 
 
 def check_options(cfg: DictConfig, module: DiffusionModule) -> None:

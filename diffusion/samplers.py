@@ -1,4 +1,5 @@
-"""Samplers: short pure functions of (model, schedule, labels, generators) returning x_0 in [-1, 1].
+"""Samplers: short pure functions of one `Job` (model, schedule, labels, generators, guidance) and their own options,
+returning x_0 in [-1, 1], each registered under its `sampler=` name.
 
 `model(x, t, y)` predicts ε. Classifier-free guidance uses ω ("guidance") in
 ε̃ = (1+ω)·ε(x,t,c) − ω·ε(x,t,∅) (Ho & Salimans 2022, eq. 6); ω=0 is plain conditional
@@ -10,6 +11,7 @@ Every sample draws its noise from its own generator, so image i depends only on 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -20,6 +22,23 @@ from diffusion.schedule import NoiseSchedule
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, int, Tensor, Tensor], None]  # (step index, t, x_t, ε̃)
 CLIP_MODES = ("none", "static", "dynamic")
+SAMPLERS: dict[str, Callable[..., Tensor]] = {}  # name -> sampler function: the registry
+
+
+def register_sampler(name: str) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
+    """Register a sampler as `sampler=<name>`: a new sampler is one such function and conf/sampler/<name>.yaml (its
+    `_target_` naming the function); the checkpoint allow-list, sample.py, the demo and the benchmark follow."""
+
+    def register(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        SAMPLERS[name] = fn
+        return fn
+
+    return register
+
+
+def sampler_targets() -> set[str]:
+    """The `_target_`s of the registered samplers, e.g. 'diffusion.samplers.ddim_sample'."""
+    return {f"{fn.__module__}.{fn.__name__}" for fn in SAMPLERS.values()}
 
 
 def sample_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
@@ -140,72 +159,98 @@ def _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval
     return eps.float(), x0.float()
 
 
+@dataclass
+class Job:
+    """What every sampler needs, as one argument: the denoiser `model(x, t, y)` (ε), the schedule, the labels, one
+    CPU generator per image, ω and the null label for guidance, and `shape` (C, H, W) or `x_T` to start from;
+    `callback(step, t, x_t, ε̃)` sees every step. A sampler is `fn(job, **its options)` (conf/sampler/<name>.yaml)."""
+
+    model: Denoiser
+    schedule: NoiseSchedule
+    labels: Tensor
+    generators: Sequence[torch.Generator]
+    shape: Sequence[int] | None = None
+    guidance: float = 0.0
+    null_label: int = -1
+    callback: StepCallback | None = None
+    x_T: Tensor | None = None
+
+    def start(self) -> Tensor:
+        """x_T: the given one, or a per-image N(0, I) draw."""
+        return initial_noise(self.generators, self.shape, self.labels.device, self.x_T)
+
+    def denoise(self, x: Tensor, t: int, clip: str = "none",
+                interval: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+        """ε̃ (guided) and x̂_0 at step t."""
+        return _denoise(self.model, self.schedule, x, t, self.labels, self.guidance, clip, self.null_label, interval)
+
+    def noise(self, x: Tensor) -> Tensor:
+        """Fresh N(0, I) noise like x, from each image's own generator."""
+        return per_sample_randn(self.generators, x.shape[1:], x.device)
+
+    def finish(self, x: Tensor, step: int, t: int, eps: Tensor) -> None:
+        """Stop on non-finite values, then report the step to the callback."""
+        _finish_step(x, step, t, eps, self.callback)
+
+
+@register_sampler("ddpm")
 @torch.no_grad()
-def ddpm_sample(
-    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] | None = None, steps: int | None = None, guidance: float = 0.0, clip: str = "none",
-    sigma: str = "posterior", null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
-    guidance_interval: Sequence[float] | None = None,
-) -> Tensor:
+def ddpm_sample(job: Job, steps: int | None = None, clip: str = "none", sigma: str = "posterior",
+                guidance_interval: Sequence[float] | None = None) -> Tensor:
     """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t or β_t."""
-    ts, interval = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps), check_interval(guidance_interval)
-    x = initial_noise(generators, shape, labels.device, x_T)
+    schedule, interval = job.schedule, check_interval(guidance_interval)
+    ts = respaced_timesteps(schedule.timesteps, steps or schedule.timesteps)
+    x = job.start()
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
+        eps, x0 = job.denoise(x, t, clip, interval)
         ab, ab_prev = _alpha_bars(schedule, ts, i, x)
         beta = 1 - ab / ab_prev  # β of the respaced chain; equals β_t when steps = T
         # 1. Posterior mean μ̃ = c0·x̂_0 + ct·x_t (Ho et al. 2020, eq. 7)
         mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)) * x
         # 2. Add noise σ_t·z except at the last step
         var = beta * (1 - ab_prev) / (1 - ab) if sigma == "posterior" else beta
-        noise = per_sample_randn(generators, x.shape[1:], x.device) if i + 1 < len(ts) else torch.zeros_like(x)
+        noise = job.noise(x) if i + 1 < len(ts) else torch.zeros_like(x)
         x = mean + var.sqrt() * noise
-        _finish_step(x, i, t, eps, callback)
+        job.finish(x, i, t, eps)
     return x
 
 
+@register_sampler("ddim")
 @torch.no_grad()
-def ddim_sample(
-    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] | None = None, steps: int = 50, eta: float = 0.0, guidance: float = 0.0, clip: str = "none",
-    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
-    guidance_interval: Sequence[float] | None = None,
-) -> Tensor:
+def ddim_sample(job: Job, steps: int = 50, eta: float = 0.0, clip: str = "none",
+                guidance_interval: Sequence[float] | None = None) -> Tensor:
     """DDIM, x_prev = √ᾱ_prev·x̂_0 + √(1−ᾱ_prev−σ²)·ε̃ + σ·z (Song et al. 2021, eq. 12); η=0 is deterministic."""
-    ts, interval = respaced_timesteps(schedule.timesteps, steps), check_interval(guidance_interval)
-    x = initial_noise(generators, shape, labels.device, x_T)
+    ts, interval = respaced_timesteps(job.schedule.timesteps, steps), check_interval(guidance_interval)
+    x = job.start()
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
-        ab, ab_prev = _alpha_bars(schedule, ts, i, x)
+        eps, x0 = job.denoise(x, t, clip, interval)
+        ab, ab_prev = _alpha_bars(job.schedule, ts, i, x)
         # σ_t(η) (Song et al. 2021, eq. 16)
         sigma_eta = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma_eta**2).clamp(min=0).sqrt() * eps
         if eta > 0 and i + 1 < len(ts):
-            x = x + sigma_eta * per_sample_randn(generators, x.shape[1:], x.device)
-        _finish_step(x, i, t, eps, callback)
+            x = x + sigma_eta * job.noise(x)
+        job.finish(x, i, t, eps)
     return x
 
 
+@register_sampler("dpm_solver")
 @torch.no_grad()
-def dpm_solver_sample(
-    model: Denoiser, schedule: NoiseSchedule, labels: Tensor, generators: Sequence[torch.Generator],
-    shape: Sequence[int] | None = None, steps: int = 10, guidance: float = 0.0, clip: str = "none",
-    null_label: int = -1, callback: StepCallback | None = None, x_T: Tensor | None = None,
-    guidance_interval: Sequence[float] | None = None, order: int = 3,
-) -> Tensor:
+def dpm_solver_sample(job: Job, steps: int = 10, order: int = 3, clip: str = "none",
+                      guidance_interval: Sequence[float] | None = None) -> Tensor:
     """DPM-Solver++(2M) or (3M): multistep in data prediction (Lu et al. 2022, Alg. 2 for 2M); the first steps use
     the orders their history allows, the last step lands on x̂_0."""
     if order not in (2, 3):
         raise ValueError(f"sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got {order!r}")
-    interval = check_interval(guidance_interval)
+    interval, schedule = check_interval(guidance_interval), job.schedule
     ts = log_snr_timesteps(schedule, steps)
-    x = initial_noise(generators, shape, labels.device, x_T)
+    x = job.start()
     alpha_t = lambda t: schedule.sqrt_alpha_bar[t].double()  # noqa: E731  α_t of the VP-SDE
     sigma_t = lambda t: schedule.sqrt_one_minus_alpha_bar[t].double()  # noqa: E731  σ_t of the VP-SDE
     lam = lambda t: torch.log(alpha_t(t) / sigma_t(t))  # noqa: E731  λ_t = log(α_t/σ_t), half log-SNR
     history: list[tuple[Tensor, Tensor]] = []  # (x̂_0, step size h) of the previous steps, newest first
     for i, t in enumerate(ts):
-        eps, x0 = _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval)
+        eps, x0 = job.denoise(x, t, clip, interval)
         if i + 1 == len(ts):
             x = x0  # σ → 0 at the end: the first-order update reduces to x̂_0
         else:
@@ -221,7 +266,7 @@ def dpm_solver_sample(
                     d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * history[0][0]
                 x = ((sigma_t(s) / sigma_t(t)) * x - alpha_t(s) * torch.expm1(-h) * d).float()
             history = [(x0, h), *history][:2]
-        _finish_step(x, i, t, eps, callback)
+        job.finish(x, i, t, eps)
     return x
 
 
@@ -241,5 +286,6 @@ def _third_order(x0: Tensor, history: list[tuple[Tensor, Tensor]], h: Tensor) ->
 
 
 def sampler_name(target: str) -> str:
-    """A sampler config's `_target_` as its short name: 'diffusion.samplers.ddim_sample' -> 'ddim'."""
-    return target.rsplit(".", 1)[-1].removesuffix("_sample")
+    """A sampler config's `_target_` as its registered name: 'diffusion.samplers.ddim_sample' -> 'ddim'."""
+    found = [name for name, fn in SAMPLERS.items() if f"{fn.__module__}.{fn.__name__}" == target]
+    return found[0] if found else target.rsplit(".", 1)[-1].removesuffix("_sample")

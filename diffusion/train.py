@@ -188,7 +188,8 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
                                EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
                                rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
                                step=trainer.global_step, root=cfg.data.root)
-    scalars = {k: v for w, m in results.items() for k, v in logger_scalars(m, f"@guidance={w}" if sweep else "").items()}
+    scalars = {k: v for w, m in results.items()
+               for k, v in logger_scalars(m, f"@guidance={w}" if sweep else "").items()}
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()

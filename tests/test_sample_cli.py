@@ -119,7 +119,7 @@ def test_default_checkpoint_is_the_newest_under_outputs(tiny_ckpt, tmp_path):
 def test_without_any_run_the_shipped_mnist_model_is_used_and_named(tmp_path):
     r = run_entry("sample.py", *FAST, "n_per_class=1", f"out_dir={tmp_path}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "no checkpoint under outputs/: using the shipped pretrained model" in r.stdout
+    assert "no checkpoint under outputs/ or multirun/: using the shipped pretrained model" in r.stdout
     assert "pretrained/mnist/model.safetensors" in r.stdout and (tmp_path / "grid.png").is_file()
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusion.samplers import (clip_x0, ddim_sample, ddpm_sample, dpm_solver_sample, guided_eps,
+from diffusion.samplers import (Job, clip_x0, ddim_sample, ddpm_sample, dpm_solver_sample, guided_eps,
                                 log_snr_timesteps, noise_level, respaced_timesteps, sample_generators)
 from diffusion.schedule import NoiseSchedule
 
@@ -38,9 +38,18 @@ def toy(request):
     return schedule, GaussianEps(schedule), labels, x_T
 
 
+JOB = {"shape", "guidance", "null_label", "callback", "x_T"}  # the Job's optional fields; the rest are options
+
+
+def draw(sampler, model, schedule, labels, generators, **kw):
+    """The sampler on one Job built from the job's keywords in `kw`, with the others as its options."""
+    job = Job(model, schedule, labels, generators, **{k: v for k, v in kw.items() if k in JOB})
+    return sampler(job, **{k: v for k, v in kw.items() if k not in JOB})
+
+
 def error(sampler, toy, **kw):
     schedule, model, labels, x_T = toy
-    out = sampler(model, schedule, labels, sample_generators(0, range(20)), x_T=x_T, **kw)
+    out = draw(sampler, model, schedule, labels, sample_generators(0, range(20)), x_T=x_T, **kw)
     return (out.double() - exact_ode_endpoint(x_T, labels, schedule)).abs().max().item()
 
 
@@ -80,7 +89,9 @@ def counting(model, seen):
 def test_guidance_interval_applies_omega_only_inside_it(toy, sampler):
     schedule, model, labels, x_T = toy
     kw = dict(steps=12, guidance=1.0, null_label=10, x_T=x_T)
-    run = lambda m, **k: sampler(m, schedule, labels, sample_generators(2, range(20)), **{**kw, **k})  # noqa: E731
+
+    def run(m, **k):  # fresh generators each time: the same noise for every run
+        return draw(sampler, m, schedule, labels, sample_generators(2, range(20)), **{**kw, **k})
     everywhere, nowhere = run(model, guidance_interval=[0, 1e9]), run(model, guidance_interval=[1e8, 1e9])
     assert torch.equal(everywhere, run(model)) and torch.equal(nowhere, run(model, guidance=0.0))
     seen = []
@@ -104,7 +115,7 @@ def test_bad_guidance_interval_is_one_clear_error(toy, interval):
 def test_ddpm_matches_data_distribution(toy):
     schedule, model, _, _ = toy
     labels = torch.full((400,), 7)
-    out = ddpm_sample(model, schedule, labels, sample_generators(3, range(400)), shape=(1, 2, 2), steps=200)
+    out = draw(ddpm_sample, model, schedule, labels, sample_generators(3, range(400)), shape=(1, 2, 2), steps=200)
     assert out.mean().item() == pytest.approx(MU[7].item(), abs=0.02)
     assert out.std().item() == pytest.approx(S, rel=0.08)
 
@@ -116,8 +127,8 @@ def test_ddpm_step_matches_ho_et_al_algorithm_2():
     labels = torch.tensor([3, 5])
     x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
     seen = {}
-    ddpm_sample(model, schedule, labels, sample_generators(9, [0, 1]), shape=(1, 4, 4), x_T=x,
-                callback=lambda i, t, xt, eps: seen.setdefault(i, xt.clone()))
+    draw(ddpm_sample, model, schedule, labels, sample_generators(9, [0, 1]), shape=(1, 4, 4), x_T=x,
+         callback=lambda i, t, xt, eps: seen.setdefault(i, xt.clone()))
     t = 49
     eps = model(x, torch.full((2,), t), labels)
     z = torch.stack([torch.randn(1, 4, 4, generator=g) for g in sample_generators(9, [0, 1])])
@@ -148,8 +159,8 @@ def test_image_i_does_not_depend_on_batch_size(sampler, kw):
     schedule = NoiseSchedule(100, "cosine")
     model = GaussianEps(schedule)
     labels = torch.arange(6)
-    full = sampler(model, schedule, labels, sample_generators(4, range(6)), shape=(1, 4, 4), **kw)
-    part = sampler(model, schedule, labels[4:], sample_generators(4, [4, 5]), shape=(1, 4, 4), **kw)
+    full = draw(sampler, model, schedule, labels, sample_generators(4, range(6)), shape=(1, 4, 4), **kw)
+    part = draw(sampler, model, schedule, labels[4:], sample_generators(4, [4, 5]), shape=(1, 4, 4), **kw)
     assert torch.allclose(full[4:], part, atol=1e-6)
 
 
@@ -174,5 +185,5 @@ def test_clip_modes():
 def test_divergence_names_the_step():
     schedule = NoiseSchedule(10, "linear")
     with pytest.raises(FloatingPointError, match="step 0"):
-        ddim_sample(lambda x, t, y: torch.full_like(x, float("nan")), schedule, torch.zeros(2, dtype=torch.long),
-                    sample_generators(0, range(2)), shape=(1, 2, 2), steps=5)
+        draw(ddim_sample, lambda x, t, y: torch.full_like(x, float("nan")), schedule,
+             torch.zeros(2, dtype=torch.long), sample_generators(0, range(2)), shape=(1, 2, 2), steps=5)
