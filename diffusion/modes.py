@@ -189,7 +189,7 @@ def mode_recognition(s: Sampling, out: Path) -> list[Path]:
     return [*written, analysis.plot(out / "recognition.png", names, ts, forward, times, reverse, T, sampler)]
 
 
-def _save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write the npz atomically: never a partial file."""
     atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
 
@@ -217,7 +217,7 @@ def mode_bulk(s: Sampling, out: Path) -> list[Path]:
 
     def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
         done.append(pixels(images))
-        _save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
+        save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
         if s.cfg.png_dir:
             save_pngs(png_dir, done[-1], labels, idx)
 

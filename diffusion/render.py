@@ -71,12 +71,15 @@ def shipped() -> dict[str, Path]:
     return {name: path.parent for name, path in shipped_models().items()}
 
 
+def units(m: dict[str, Any]) -> float:
+    """A shipped model's training compute in units, from its metrics.json's `training` record."""
+    return m["training"]["steps"] * m["training"]["batch_size"] / UNIT_IMAGES
+
+
 def training(m: dict[str, Any]) -> str:
     """How a shipped model was trained, from its metrics.json's `training` record."""
-    t = m["training"]
-    units = t["steps"] * t["batch_size"] / UNIT_IMAGES
-    plural = "" if units == 1 else "s"
-    return (f"`{t['recipe']}`, {units:g} unit{plural}: {t['steps']:,} steps × {t['batch_size']} images "
+    t, n = m["training"], units(m)
+    return (f"`{t['recipe']}`, {n:g} unit{'' if n == 1 else 's'}: {t['steps']:,} steps × {t['batch_size']} images "
             f"({t['device']}, {t['wall_time']})")
 
 
@@ -120,11 +123,10 @@ def paper_table(doc: Path) -> str:
         m = read_metrics(folder / "metrics.json")
         if m["data"] != "mnist":
             continue
-        units = m["training"]["steps"] * m["training"]["batch_size"] / UNIT_IMAGES
         for label, r in ((f"`pretrained/{name}`", m), (f"`pretrained/{name}`, default sampler",
                                                         m.get("default_sampler_10k"))):
             if r:
-                rows.append([label, f"{units:g}", sampler_label(r), f"{m['guidance']:g}",
+                rows.append([label, f"{units(m):g}", sampler_label(r), f"{m['guidance']:g}",
                              f"{shown(r, 'fid_inception', fixed=2)} ({r['num_seeds']} sample seeds)", percent(r),
                              f"{value(r, 'is'):.2f} (classifier)"])
     return markdown(["model", "training units", "sampler", "ω", "standard FID", "class accuracy", "IS"], rows)

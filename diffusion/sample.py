@@ -12,7 +12,7 @@ from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, pr
                                  shipped_models, shown)
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.module import DiffusionModule
-from diffusion.modes import MODE_FUNCS, MODES, Sampling, _save_npz, interactive, pixels, save_pngs
+from diffusion.modes import MODE_FUNCS, MODES, Sampling, save_npz, interactive, pixels, save_pngs
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
 
@@ -82,7 +82,7 @@ def evaluate_bulk(s: Sampling, path: Path, out: Path) -> list[Path]:
     from diffusion.scoring import EvalSettings, sample_and_score
 
     def keep(folder: Path, images: Tensor, labels: Tensor) -> None:
-        _save_npz(folder / "samples.npz", pixels(images), labels.numpy())
+        save_npz(folder / "samples.npz", pixels(images), labels.numpy())
         if s.cfg.png_dir:
             save_pngs(folder / "png", pixels(images), labels, list(range(len(images))))
 
