@@ -10,9 +10,9 @@ from diffusion.train import objective, train
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns val/loss for sweepers."""
+    """Hydra entry point; returns the `objective` metric for sweepers."""
     result = run_cli(train, cfg, cfg.run_dir)
-    return objective(result) if isinstance(result, dict) else result
+    return objective(result, cfg.objective) if isinstance(result, dict) else result
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Shared entry-point plumbing: expected failures end in one clear line, never a traceback wall.
 
-In a Hydra multirun every job records `status.json` (ok, or failed with the error) in its directory and a
-failed job returns NaN instead of raising, so one bad run never costs the sweep the others' results.
+Every run records `status.json` (ok with its final metrics, or failed with the error) in its directory; in a
+sweep a failed job returns NaN instead of raising, so one bad run never costs the sweep the others' results.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import tempfile
@@ -36,11 +37,37 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def write_status(run_dir: str | Path, status: str, error: str | None = None) -> None:
-    """status.json for the sweep report: {"status": "ok" | "failed", "error": ..., "overrides": [...]}."""
+def in_sweep() -> bool:
+    """True in a multirun job, or in the command a DDP sweep point runs as (diffusion.sweeps)."""
+    from diffusion.sweeps import SWEEP_POINT_ENV
+
+    return in_multirun() or bool(os.environ.get(SWEEP_POINT_ENV))
+
+
+def sweep_dir() -> str | None:
+    """The sweep directory of this job (or of the sweep point this command runs), else None."""
+    from diffusion.sweeps import SWEEP_POINT_ENV
+
+    if in_multirun():
+        return str(HydraConfig.get().sweep.dir)
+    return os.environ.get(SWEEP_POINT_ENV) or None
+
+
+def write_status(run_dir: str | Path, status: str, error: str | None = None,
+                 metrics: dict[str, Any] | None = None) -> None:
+    """status.json for the report and for resuming: {"status": "ok" | "failed", "error", "overrides", "metrics"}.
+
+    A run already recorded ok with the same metrics keeps its file untouched (a resumed sweep skipping it)."""
+    from diffusion.sweeps import STATUS_FILE, read_status
+
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    old = read_status(run_dir)
+    if status == "ok" and old is not None and old.get("status") == "ok" and old.get("metrics") == metrics:
+        return
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / "status.json").write_text(json.dumps({"status": status, "error": error, "overrides": overrides}))
+    record = {"status": status, "error": error, "overrides": overrides, "metrics": metrics}
+    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record, indent=1))
 
 
 class OutputDirCheck(Callback):
@@ -64,14 +91,14 @@ class OutputDirCheck(Callback):
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
-class MultirunDDPCheck(Callback):
-    """Hydra callback: `-m … trainer=ddp` gets one line before the sweep starts (each extra DDP rank would re-run
-    the whole sweep; diffusion.distributed.multirun_ddp_error). train.py checks each job again."""
+class SweepLaunchCheck(Callback):
+    """Hydra callback: a launcher that cannot run this trainer (joblib + DDP, SLURM tasks ≠ devices) gets one
+    line before the sweep starts (diffusion.sweeps.sweep_launch_error)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from diffusion.distributed import multirun_ddp_error
+        from diffusion.sweeps import sweep_launch_error
 
-        error = multirun_ddp_error(config.trainer, str(config.hydra.launcher.get("_target_", "")))
+        error = sweep_launch_error(config.trainer, config.hydra.launcher)
         if error:
             print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1)
@@ -87,6 +114,8 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
     """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on."""
     from diffusion.distributed import is_rank_zero
 
+    from diffusion.sweeps import PointFailed
+
     restore_sigint()
     try:
         try:
@@ -94,23 +123,26 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
         except InstantiationException as err:  # a constructor's own check (e.g. the U-Net's image size): its message
             cause = root_cause(err)
             raise cause if isinstance(cause, EXPECTED) else err
+    except PointFailed:  # a DDP sweep point's own command has printed its line and recorded its status
+        return math.nan
     except EXPECTED as err:
         if not is_rank_zero():  # a DDP rank > 0: rank 0 reports what every rank raised together (a NaN loss)
             if isinstance(err, NonFiniteLossError):
                 raise SystemExit(0) from None
             print(f"error: (rank {rank_zero_only.rank}) {err}", file=sys.stderr)
             raise SystemExit(1) from None
-        if in_multirun():
-            return _record_failure(run_dir, err)
+        if in_sweep():
+            return record_failure(run_dir, _one_line(err))
+        write_status(run_dir, "failed", _one_line(err))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as err:  # noqa: BLE001 - a crash in one sweep job must not lose the other jobs
-        if in_multirun() and is_rank_zero():
+        if in_sweep() and is_rank_zero():
             traceback.print_exc()
-            return _record_failure(run_dir, err)
+            return record_failure(run_dir, _one_line(err))
         raise
-    if in_multirun() and is_rank_zero():
-        write_status(run_dir, "ok")
+    if is_rank_zero():
+        write_status(run_dir, "ok", metrics=result if isinstance(result, dict) else None)
     return result
 
 
@@ -121,8 +153,12 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def _record_failure(run_dir: str | Path, err: BaseException) -> float:
-    message = f"{type(err).__name__}: {err}".splitlines()[0]
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def record_failure(run_dir: str | Path, message: str) -> float:
+    """A failed sweep job: one line, status.json failed, and NaN for the sweeper."""
     print(f"error: job failed ({message}); recorded in {Path(run_dir) / 'status.json'}", file=sys.stderr)
     write_status(run_dir, "failed", message)
     return math.nan

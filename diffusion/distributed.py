@@ -1,5 +1,5 @@
-"""Running on several devices: which rank this is, gathering images across ranks, the DDP-in-a-multirun rule, and
-one free GPU per parallel sweep job."""
+"""Running on several devices: which rank this is, whether Lightning re-launches the command for its ranks,
+gathering images across ranks, and one free GPU per parallel sweep job."""
 
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # start ranks without re-running the command line
-SWEEP_RECIPES = ("sweep across GPUs with hydra/launcher=joblib (one sweep point per GPU, in parallel) or "
-                 "hydra/launcher=submitit_slurm (SLURM), or train the points one after another with trainer=ddp "
-                 "without -m (docs/sweeps.md, \"GPUs and clusters\")")
 
 
 def is_rank_zero() -> bool:
@@ -45,13 +42,6 @@ def relaunches_command(trainer_cfg: Any) -> bool:
         return False
     count = process_count(trainer_cfg)
     return count is None or count > 1
-
-
-def multirun_ddp_error(trainer_cfg: Any, launcher_target: str = "") -> str | None:
-    """The one-line refusal for `-m … trainer=ddp`: the extra ranks would re-run the whole sweep, not this job."""
-    if "submitit" in launcher_target or not relaunches_command(trainer_cfg):
-        return None
-    return f"trainer.strategy={trainer_cfg.get('strategy')} cannot run inside a multirun (-m): {SWEEP_RECIPES}"
 
 
 def gather_shares(share: torch.Tensor, n: int, world: int, device: torch.device) -> torch.Tensor:

@@ -26,16 +26,16 @@ def wandb_mode() -> str:
 
 
 def sweep_identity() -> dict[str, Any]:
-    """In a Hydra multirun: group = the sweep directory, name = the job's overrides, tags = each override."""
+    """In a sweep: group = the sweep directory, name = the job's overrides, tags = each override."""
     from hydra.core.hydra_config import HydraConfig
 
-    from diffusion.cli import in_multirun
+    from diffusion.cli import sweep_dir
 
-    if not in_multirun():
+    if (sweep := sweep_dir()) is None:
         return {}
     hc = HydraConfig.get()
-    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "logger"))]
-    return {"group": Path(hc.sweep.dir).name, "name": ",".join(overrides) or hc.job.name, "tags": overrides}
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "logger", "resume"))]
+    return {"group": Path(sweep).name, "name": ",".join(overrides) or hc.job.name, "tags": overrides}
 
 
 def wandb_logger(**kwargs: Any) -> WandbLogger:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,10 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
-from diffusion.distributed import claim_device, is_rank_zero, multirun_ddp_error
+from diffusion.distributed import claim_device, is_rank_zero
 from diffusion.module import LOSSES
 from diffusion.runtime import configure_cuda, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
+from diffusion.sweeps import RANK_GRACE_S, Resume, run_point, runs_as_own_command, sweep_launch_error
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -60,18 +62,22 @@ def check_config(cfg: DictConfig) -> None:
     if uses_cuda(accelerator) and not torch.cuda.is_available():  # "auto" falls back to the CPU instead
         raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible here; "
                           "use trainer=cpu")
+    if not isinstance(cfg.resume, bool):
+        raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
+    if cfg.resume and cfg.ckpt_path is not None:
+        raise ConfigError("resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path=...")
     launcher = sweep_launcher()
-    if launcher is not None and (error := multirun_ddp_error(cfg.trainer, launcher)):
+    if launcher is not None and (error := sweep_launch_error(cfg.trainer, launcher)):
         raise ConfigError(error)
 
 
-def sweep_launcher() -> str | None:
-    """The Hydra launcher's `_target_` inside a multirun job, else None."""
+def sweep_launcher() -> DictConfig | None:
+    """The Hydra launcher's config inside a multirun job, else None."""
     from hydra.core.hydra_config import HydraConfig
 
     from diffusion.cli import in_multirun
 
-    return str(HydraConfig.get().launcher.get("_target_", "")) if in_multirun() else None
+    return HydraConfig.get().launcher if in_multirun() else None
 
 
 def job_device(cfg: DictConfig, stack: ExitStack) -> dict[str, Any]:
@@ -118,7 +124,21 @@ def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured; returns the final logged metrics."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from diffusion.cli import in_multirun
+
     check_config(cfg)
+    if runs_as_own_command(cfg.trainer, in_multirun()):
+        return run_point(HydraConfig.get())
+    if cfg.resume:
+        found = Resume.of(cfg.run_dir)
+        if found.finished is not None:
+            print(f"resume: {cfg.run_dir} finished earlier (status.json ok); skipped")
+            return found.finished
+        if found.checkpoint is not None:
+            cfg.ckpt_path = str(found.checkpoint)
+            print(f"resume: continuing {cfg.run_dir} from {found.checkpoint}")
     with ExitStack() as stack:
         return _train(cfg, job_device(cfg, stack))
 
@@ -151,16 +171,28 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        metrics["global_step"] = trainer.global_step
+        metrics["global_step"], metrics["world_size"] = trainer.global_step, trainer.world_size
         if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
             print(f"weights: {export_safetensors(module, run_dir / 'model.safetensors')}")
         if cfg.eval.num_samples:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
+        wait_for_ranks(trainer)
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero:
         print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
     return metrics
+
+
+def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
+    """Rank 0 returns only once the ranks Lightning started for it have exited (killed after `timeout_s`), so a
+    finished run leaves no process behind. (On an exception Lightning kills them itself.)"""
+    for proc in getattr(trainer.strategy.launcher, "procs", []):
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"rank process {proc.pid} still running {timeout_s:.0f} s after the run finished; killed")
+            proc.kill()
 
 
 def finish_wandb(loggers: list) -> None:

@@ -1,6 +1,7 @@
 """LightningModules for the multi-process tests (`module._target_=ddp_probes.<name>` with tests/ on PYTHONPATH)."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -34,3 +35,12 @@ class CrashOnRankZero(DiffusionModule):
         if self.global_rank == 0 and self.global_step == 3:
             raise RuntimeError("planted crash on rank 0")
         return super().training_step(batch, batch_idx)
+
+
+class NaNOnRankOneOfOneSchedule(NaNOnRankOne):
+    """NaNOnRankOne for the schedule named by $PROBE_NAN_SCHEDULE only: one sweep point fails, the others train."""
+
+    def diffusion_loss(self, x0, y, generator=None):
+        if self.hparams.schedule["kind"] != os.environ.get("PROBE_NAN_SCHEDULE"):
+            return DiffusionModule.diffusion_loss(self, x0, y, generator)
+        return super().diffusion_loss(x0, y, generator)

@@ -7,13 +7,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn, get_ema_multi_avg_fn
 
 from conftest import compose_cfg
 from diffusion import runtime
 from diffusion.callbacks import SampleGrid
 from diffusion.datasets import DataSpec
-from diffusion.distributed import claim_device, gather_shares, multirun_ddp_error
+from diffusion.distributed import claim_device, gather_shares
+from diffusion.sweeps import sweep_launch_error
 from diffusion.runtime import precision, resolve_device
 from fake_cuda import CUDA, FakeCuda, fake_cuda
 
@@ -209,14 +211,19 @@ def test_device_names():
         resolve_device("gpu0")
 
 
-def test_ddp_inside_a_multirun_is_refused_with_the_recipes_that_work():
+def test_launchers_that_cannot_run_the_trainer_are_named_before_the_sweep():
     ddp = compose_cfg("train", ["run_dir=/tmp/unused", "trainer=ddp"]).trainer
-    error = multirun_ddp_error(ddp)
-    assert "cannot run inside a multirun" in error and "hydra/launcher=joblib" in error and "submitit" in error
-    assert multirun_ddp_error(ddp, "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher") is None
+    joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
+    basic = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "nodes": 1}
+    assert "cannot give each point 2 DDP ranks" in sweep_launch_error(ddp, joblib)
+    assert sweep_launch_error(ddp, basic) is None  # each point runs as its own DDP command (diffusion.sweeps)
+    assert sweep_launch_error(ddp, OmegaConf.create({**slurm, "tasks_per_node": 2})) is None
+    assert "tasks_per_node (1) must equal trainer.devices (2)" in sweep_launch_error(
+        ddp, OmegaConf.create({**slurm, "tasks_per_node": 1}))
     one = compose_cfg("train", ["run_dir=/tmp/unused", "trainer=ddp", "trainer.devices=1"]).trainer
-    assert multirun_ddp_error(one) is None  # a single process re-launches nothing
-    assert multirun_ddp_error(compose_cfg("train", ["run_dir=/tmp/unused", "trainer=gpu"]).trainer) is None
+    assert sweep_launch_error(one, joblib) is None  # a single process re-launches nothing
+    assert sweep_launch_error(compose_cfg("train", ["run_dir=/tmp/unused", "trainer=gpu"]).trainer, joblib) is None
 
 
 def test_parallel_jobs_claim_different_devices_and_wait_when_all_are_busy(tmp_path):

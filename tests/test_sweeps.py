@@ -1,13 +1,16 @@
 """Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
 
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import ROOT, compose_cfg, run_entry
+from conftest import DATA, ROOT, compose_cfg, run_entry
 from diffusion.report import collect
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
@@ -100,6 +103,43 @@ def test_submitit_launcher_config_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 4
 
 
+def files_of(run_dir):
+    """(mtime, size) of a run's own files; Hydra rewrites .hydra/ and appends to its log for every launch."""
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run_dir.rglob("*")
+            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+
+
+def test_a_sweep_killed_mid_point_resumes_where_it_stopped(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*TINY, "trainer.max_steps=100", "callbacks.last_checkpoint.every_n_train_steps=10", "eval.num_samples=20",
+            "timesteps=100,200,300", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline"}
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *args], cwd=ROOT, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not list(sweep.glob("1-*/checkpoints/last.ckpt")):  # point 1 has saved its first checkpoint
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    point0, point1 = sorted(sweep.glob("0-*"))[0], sorted(sweep.glob("1-*"))[0]
+    assert json.loads((point0 / "status.json").read_text())["status"] == "ok"
+    assert not (point1 / "status.json").exists() and not list(sweep.glob("2-*"))
+    before = files_of(point0)
+
+    r = run_entry("train.py", "-m", *args, "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resume: {point0} finished earlier (status.json ok); skipped" in r.stdout
+    assert f"resume: continuing {point1} from {point1 / 'checkpoints' / 'last.ckpt'}" in r.stdout
+    assert files_of(point0) == before  # not retrained, nothing rewritten
+    statuses = [json.loads((p / "status.json").read_text()) for p in sorted(sweep.glob("[0-9]-*"))]
+    assert [s["status"] for s in statuses] == ["ok"] * 3
+    assert [s["metrics"]["global_step"] for s in statuses] == [100] * 3  # point 1 reached the same final step
+    rep = run_report(sweep)
+    assert rep.returncode == 0 and "3 ok, 0 failed" in rep.stdout, rep.stdout
+
+
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 PROBES = {"PYTHONPATH": str(ROOT / "tests")}  # tests/ddp_probes.py, for every rank
 
@@ -125,13 +165,42 @@ def test_a_nan_on_one_rank_stops_both_ranks_with_one_line(tmp_path):
     assert not (tmp_path / "checkpoints" / "interrupted.ckpt").exists()
 
 
-def test_multirun_with_ddp_is_refused_in_one_line_before_the_sweep_starts(tmp_path):
-    r = run_entry("train.py", "-m", "schedule=linear,cosine", *DDP, "debug=fast", cwd=tmp_path, timeout=120)
+def test_multirun_with_ddp_trains_each_point_on_two_ranks_a_nan_fails_only_its_point_and_a_resume_retries_it(
+        tmp_path):
+    args = ["-m", "schedule=linear,cosine", *DDP, "debug=fast", "module._target_=ddp_probes.NaNOnRankOneOfOneSchedule"]
+    r = run_entry("train.py", *args, cwd=tmp_path, env={**PROBES, "PROBE_NAN_SCHEDULE": "linear"}, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()  # one launch, one time-stamped tree
+    points = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("-")[0] for p in points] == ["0", "1"]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: job failed (NonFiniteLossError: the loss became NaN or infinite at step 3; training "
+                      f"stopped, the last checkpoint (saved before it) is kept); recorded in {points[0]}/status.json"]
+    linear, cosine = (json.loads((p / "status.json").read_text()) for p in points)
+    assert linear["status"] == "failed" and cosine["status"] == "ok"
+    assert cosine["metrics"]["world_size"] == 2 and cosine["metrics"]["global_step"] == 20
+    assert (points[1] / "model.safetensors").is_file() and not (points[0] / "model.safetensors").exists()
+    rep = run_report(sweep)
+    assert rep.returncode == 0 and "1 ok, 1 failed" in rep.stdout, rep.stdout
+    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).stdout == b""  # no rank outlives
+
+    before = files_of(points[1])
+    r = run_entry("train.py", *args, f"hydra.sweep.dir={sweep}", "resume=true", cwd=tmp_path, env=PROBES)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert files_of(points[1]) == before  # the finished point is skipped
+    linear = json.loads((points[0] / "status.json").read_text())  # the failed one is retried, on two ranks again
+    assert linear["status"] == "ok" and linear["metrics"]["world_size"] == 2
+    assert "2 ok, 0 failed" in run_report(sweep).stdout
+
+
+def test_joblib_with_ddp_points_is_refused_in_one_line_before_the_sweep_starts(tmp_path):
+    r = run_entry("train.py", "-m", "schedule=linear,cosine", *DDP, "debug=fast", "hydra/launcher=joblib",
+                  cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [
-        "error: trainer.strategy=ddp cannot run inside a multirun (-m): sweep across GPUs with hydra/launcher=joblib "
-        "(one sweep point per GPU, in parallel) or hydra/launcher=submitit_slurm (SLURM), or train the points one "
-        "after another with trainer=ddp without -m (docs/sweeps.md, \"GPUs and clusters\")"]
+        "error: hydra/launcher=joblib runs sweep points side by side with one device each and cannot give each "
+        "point 2 DDP ranks; drop hydra/launcher=joblib to run the DDP points one after another, or use trainer=gpu "
+        "for one GPU per point (docs/sweeps.md, \"GPUs and clusters\")"]
     assert not (tmp_path / "multirun").exists()  # nothing launched, no sweep tree
 
 
