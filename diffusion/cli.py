@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from diffusion.data import DataMissingError
 from diffusion.fetch import DataError
+from diffusion.files import atomic_write
 from diffusion.module import NonFiniteLossError
 
 EXPECTED = (ValueError, FileNotFoundError, DataError, DataMissingError, NonFiniteLossError, FloatingPointError)
@@ -65,9 +66,8 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None,
     if status == "ok" and old is not None and old.get("status") == "ok" and old.get("metrics") == metrics:
         return
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    record = {"status": status, "error": error, "overrides": overrides, "metrics": metrics}
-    (Path(run_dir) / STATUS_FILE).write_text(json.dumps(record, indent=1))
+    record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics}, indent=1)
+    atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
 
 
 class OutputDirCheck(Callback):

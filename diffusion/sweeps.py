@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,9 @@ def sweep_launch_error(trainer_cfg: Any, launcher_cfg: Any) -> str | None:
         return (f"hydra/launcher=joblib runs sweep points side by side with one device each and cannot give each "
                 f"point {trainer_cfg.get('devices')} DDP ranks; drop hydra/launcher=joblib to run the DDP points one "
                 "after another, or use trainer=gpu for one GPU per point (docs/sweeps.md, \"GPUs and clusters\")")
+    if "SlurmLauncher" in target and not (shutil.which("sbatch") and shutil.which("srun")):
+        return ("hydra/launcher=submitit_slurm submits to SLURM and finds no sbatch/srun here: run the sweep on the "
+                "cluster's login node, or use hydra/launcher=submitit_local to run the same jobs on this machine")
     if "SlurmLauncher" in target and str(trainer_cfg.get("strategy", "auto")).startswith("ddp"):
         tasks, nodes = launcher_cfg.get("tasks_per_node"), launcher_cfg.get("nodes")
         devices, num_nodes = trainer_cfg.get("devices"), trainer_cfg.get("num_nodes", 1)

@@ -108,12 +108,17 @@ def tiny_fashion_ckpt(tmp_path_factory, data_root) -> Path:
     return _train_tiny(tmp_path_factory.mktemp("tiny_fashion"), "fashion")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def demo_server(ckpt: Path, workdir: Path, cwd: Path = ROOT, env: dict | None = None) -> Iterator[str]:
     """`python -m diffusion.demo ckpt_path=…` on a free port, as a user starts it; yields its URL, then stops it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(workdir / "server.log", "w")
     full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "diffusion.demo", f"ckpt_path={ckpt}", f"port={port}",

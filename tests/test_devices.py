@@ -211,7 +211,8 @@ def test_device_names():
         resolve_device("gpu0")
 
 
-def test_launchers_that_cannot_run_the_trainer_are_named_before_the_sweep():
+def test_launchers_that_cannot_run_the_trainer_are_named_before_the_sweep(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: f"/usr/bin/{tool}")  # as on a SLURM login node
     ddp = compose_cfg("train", ["run_dir=/tmp/unused", "trainer=ddp"]).trainer
     joblib = OmegaConf.create({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"})
     basic = OmegaConf.create({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"})

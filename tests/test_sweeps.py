@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DATA, ROOT, compose_cfg, run_entry
+from conftest import DATA, ROOT, free_port, run_entry
 from diffusion.report import collect
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
@@ -97,12 +97,6 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert "Joblib.Parallel" in r.stdout + r.stderr
 
 
-def test_submitit_launcher_config_composes():
-    cfg = compose_cfg("train", ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
-                                "hydra.launcher.gpus_per_node=4", "trainer=ddp", "trainer.devices=4"], hydra=True)
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.launcher.gpus_per_node == 4
-
-
 def files_of(run_dir):
     """(mtime, size) of a run's own files; Hydra rewrites .hydra/ and appends to its log for every launch."""
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in run_dir.rglob("*")
@@ -138,6 +132,74 @@ def test_a_sweep_killed_mid_point_resumes_where_it_stopped(tmp_path):
     assert [s["metrics"]["global_step"] for s in statuses] == [100] * 3  # point 1 reached the same final step
     rep = run_report(sweep)
     assert rep.returncode == 0 and "3 ok, 0 failed" in rep.stdout, rep.stdout
+
+
+def test_submitit_local_runs_each_point_as_a_submitit_job_and_the_report_reads_the_sweep(tmp_path):
+    r = run_entry("train.py", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY,
+                  "eval.num_samples=20", "timesteps=100,200", f"hydra.sweep.dir={tmp_path}", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((tmp_path / ".submitit").glob("*/*_submitted.pkl"))) == 2  # one submitit job per point
+    statuses = [json.loads(p.read_text())["status"] for p in sorted(tmp_path.glob("*/status.json"))]
+    assert statuses == ["ok", "ok"]
+    rep = run_report(tmp_path)
+    assert rep.returncode == 0 and "2 ok, 0 failed" in rep.stdout, rep.stdout
+
+
+def test_the_slurm_recipe_asks_sbatch_for_the_ranks_gpus_and_time_of_the_ddp_points(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/job.sbatch\necho "sbatch: stopped by the test" >&2\n'
+                                 "exit 1\n")
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit checks that it exists
+    for tool in ("sbatch", "srun"):
+        (fake / tool).chmod(0o755)
+    r = run_entry("train.py", "-m", "experiment=ablation_schedule", "hydra/launcher=submitit_slurm",
+                  "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
+                  "hydra.launcher.tasks_per_node=4", "hydra.launcher.timeout_min=600", "trainer=ddp",
+                  "trainer.devices=4", "trainer.num_nodes=2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                  env={"PATH": f"{fake}:{os.environ['PATH']}"}, timeout=120)
+    script = (tmp_path / "job.sbatch").read_text()  # what a cluster would have been asked for
+    for line in ["#SBATCH --partition=gpu", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --ntasks-per-node=4", "#SBATCH --time=600", "#SBATCH --array=0-3"]:
+        assert any(have.startswith(line) for have in script.splitlines()), (line, script)
+    assert "srun" in script and "submitit.core._submit" in script
+    assert r.returncode != 0 and "sbatch: stopped by the test" in r.stderr
+
+
+def test_slurm_without_slurm_or_with_tasks_not_matching_devices_is_refused_in_one_line(tmp_path):
+    args = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=1", "trainer=ddp", "trainer.devices=4",
+            "timesteps=100,200"]
+    r = run_entry("train.py", *args, cwd=tmp_path, env={"PATH": os.path.dirname(sys.executable)}, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: hydra/launcher=submitit_slurm submits to SLURM and finds no sbatch/srun here: run the sweep on the "
+        "cluster's login node, or use hydra/launcher=submitit_local to run the same jobs on this machine"]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("sbatch", "srun"):
+        (fake / tool).write_text("#!/bin/sh\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    r = run_entry("train.py", *args, cwd=tmp_path, env={"PATH": f"{fake}:{os.environ['PATH']}"}, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: SLURM starts the DDP ranks itself: hydra.launcher.tasks_per_node (1) must equal trainer.devices (4) "
+        "and hydra.launcher.nodes (1) trainer.num_nodes (1)"]
+
+
+def test_slurm_variables_of_rank_1_of_2_make_the_process_rank_1(tmp_path):
+    """What srun does on a node: one process per task, ranks read from SLURM's environment, none re-launched."""
+    slurm = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_JOB_NAME": "ddp-test", "SLURM_JOB_ID": "4242",
+             "SLURM_NODELIST": "localhost", "SLURM_NODEID": "0", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(free_port()), **PROBES}
+    args = [sys.executable, str(ROOT / "train.py"), *DDP, *TINY, "eval.num_samples=0",
+            "module._target_=ddp_probes.NoiseProbe", f"hydra.run.dir={tmp_path}"]
+    env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **slurm}
+    ranks = [subprocess.Popen(args, cwd=ROOT, env={**env, "SLURM_PROCID": str(k), "SLURM_LOCALID": str(k)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in ranks]
+    assert [p.returncode for p in ranks] == [0, 0], outputs[1][-3000:]
+    assert (tmp_path / "noise_rank0.txt").is_file() and (tmp_path / "noise_rank1.txt").is_file()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["metrics"]["world_size"] == 2 and status["metrics"]["global_step"] == 20
+    assert "finished at step 20" in outputs[0] and "finished at step" not in outputs[1]  # rank 1 writes nothing
 
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
@@ -212,3 +274,25 @@ def test_a_crash_on_one_rank_saves_the_interrupt_checkpoint_without_deadlock(tmp
     assert r.returncode != 0 and "planted crash on rank 0" in r.stderr
     module = load_module(tmp_path / "checkpoints" / "interrupted.ckpt", weights="raw")
     assert module.checkpoint_step == 3
+
+
+def test_an_optuna_search_minimises_the_fid_and_a_rerun_carries_on_its_stored_study(tmp_path):
+    import optuna
+
+    args = ["hparams_search=optuna_fid", "debug=fast", "callbacks.progress=null", "logger=csv",
+            f"hydra.sweep.dir={tmp_path}"]
+    r = run_entry("train.py", *args, "hydra.sweeper.n_trials=3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = optuna.load_study(study_name="optuna_fid", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    recorded = [json.loads(next(tmp_path.glob(f"{k}-*/status.json")).read_text())["metrics"]["eval/fid"]
+                for k in range(3)]
+    assert [t.value for t in trials] == pytest.approx(recorded)  # the objective is each run's end-of-run FID
+    assert len({t.params["optim.lr"] for t in trials}) == 3
+    assert f"best_value: {min(recorded)}" in (tmp_path / "optimization_results.yaml").read_text()
+
+    r = run_entry("train.py", *args, "hydra.sweeper.n_trials=4")  # the same search, carried on to 4 trials
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "search: study 'optuna_fid' has 3 finished trial(s) of 4; running 1 more" in r.stdout
+    assert len(optuna.load_study(study_name="optuna_fid", storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 4
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("[0-9]*-*")) == ["0", "1", "2", "3"]
