@@ -95,6 +95,9 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     statuses = [json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json")]
     assert statuses == ["ok", "ok"]
     assert "Joblib.Parallel" in r.stdout + r.stderr
+    r = run_entry("train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "eval.num_samples=0",
+                  "timesteps=100,200", f"hydra.sweep.dir={tmp_path}", "resume=true")
+    assert r.returncode == 0 and r.stdout.count("finished earlier (status.json ok); skipped") == 2, r.stdout[-3000:]
 
 
 def files_of(run_dir):
