@@ -1,0 +1,40 @@
+"""What `resume=true` finds in a run directory, and the status record it reads (diffusion.sweeps, diffusion.cli)."""
+
+import json
+
+from diffusion.cli import write_status
+from diffusion.sweeps import LAST_CKPT, Resume, point_command, quoted
+
+
+def test_finished_runs_are_skipped_interrupted_and_failed_ones_continue_from_their_last_checkpoint(tmp_path):
+    assert Resume.of(tmp_path) == Resume()  # never started: runs from scratch
+    (tmp_path / LAST_CKPT).parent.mkdir(parents=True)
+    (tmp_path / LAST_CKPT).write_bytes(b"x")
+    assert Resume.of(tmp_path) == Resume(checkpoint=tmp_path / LAST_CKPT)  # interrupted (no status.json)
+    write_status(tmp_path, "failed", "RuntimeError: boom")
+    assert Resume.of(tmp_path) == Resume(checkpoint=tmp_path / LAST_CKPT)  # failed: retried, not skipped
+    write_status(tmp_path, "ok", metrics={"global_step": 20, "eval/fid": 3.5, "note": "dropped"})
+    assert Resume.of(tmp_path) == Resume(finished={"global_step": 20, "eval/fid": 3.5})
+
+
+def test_a_finished_record_is_not_rewritten_with_the_same_metrics(tmp_path):
+    write_status(tmp_path, "ok", metrics={"global_step": 20})
+    stamp = (tmp_path / "status.json").stat().st_mtime_ns
+    write_status(tmp_path, "ok", metrics={"global_step": 20})
+    assert (tmp_path / "status.json").stat().st_mtime_ns == stamp
+    write_status(tmp_path, "ok", metrics={"global_step": 40})
+    assert json.loads((tmp_path / "status.json").read_text())["metrics"] == {"global_step": 40}
+
+
+def test_a_ddp_point_reruns_its_own_overrides_in_its_own_directory_without_the_sweep():
+    from omegaconf import OmegaConf
+
+    hc = OmegaConf.create({"job": {"config_name": "train", "num": 1},
+                           "overrides": {"task": ["schedule=cosine", "trainer=ddp"],
+                                         "hydra": ["hydra.sweep.dir=multirun/x", "hydra/launcher=basic",
+                                                   "hydra.job.chdir=false", "hydra.mode=MULTIRUN"]},
+                           "runtime": {"output_dir": "/runs/x/1-a=b,c=d"}, "sweep": {"dir": "multirun/x"}})
+    command = point_command(hc)
+    assert command[2:] == ["--config-name=train", "schedule=cosine", "trainer=ddp", "hydra.job.chdir=false",
+                           "hydra.run.dir='/runs/x/1-a=b,c=d'", "hydra.output_subdir=null"]
+    assert "-m" not in command and quoted("it's") == "'it\\'s'"
