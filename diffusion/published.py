@@ -20,9 +20,9 @@ PAPER_TABLES: dict[tuple[str, int, float], tuple[float, float]] = {
 PAPER_REPEATS = (16.19, 16.05, 15.97, 16.09, 15.92)
 
 
-def paper_fid(data: str | None, schedule: str | None, timesteps: int | None, guidance: float | None) -> float | None:
-    """The paper's FID for a run's setting, or None where it reports none (it reports MNIST only)."""
+def paper_scores(data: str | None, schedule: str | None, timesteps: int | None,
+                 guidance: float | None) -> tuple[float, float] | None:
+    """The paper's (FID, IS) for a run's setting, or None where it reports none (it reports MNIST only)."""
     if data != "mnist" or guidance is None:
         return None
-    found = PAPER_TABLES.get((str(schedule), int(timesteps or 0), float(guidance)))
-    return found[0] if found else None
+    return PAPER_TABLES.get((str(schedule), int(timesteps or 0), float(guidance)))

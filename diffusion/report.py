@@ -14,16 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion.published import paper_fid
+from diffusion.published import PAPER_TABLES, paper_scores
 from diffusion import records
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
 
 PAPER = "paper (Inception FID)"
+PAPER_IS = "paper IS"
+BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes beside our metric of that key
 
 
 def columns() -> list[str]:
-    """The table's columns: the run, its setting, the headline metrics (diffusion.records), the paper's FID."""
-    metrics = [c for h in records.HEADLINE for c in ([h.label, PAPER] if h.key == "fid_inception" else [h.label])]
+    """The table's columns: the run, its setting, the headline metrics (diffusion.records), the paper's FID and IS."""
+    metrics = [c for h in records.HEADLINE for c in ([h.label, BESIDE[h.key]] if h.key in BESIDE else [h.label])]
     return ["run", "iterations", "T", "schedule", "ω", *metrics, "samples", "sampler", "status"]
 
 
@@ -33,12 +35,25 @@ def _cell(m: dict[str, Any], key: str) -> Any:
 
 
 def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
-    paper = paper_fid(m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance"))
+    paper = paper_scores(m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance")) or (None, None)
     if "num_seeds" in m:
         run = f"{run} (mean ± std of {m['num_seeds']} seeds)"
     return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
-            "ω": m.get("guidance"), **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper,
-            "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
+            "ω": m.get("guidance"), **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper[0],
+            PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
+
+
+def paper_comparison(rows: list[dict[str, Any]]) -> str:
+    """Every setting of the seed paper's Tables 2 and 3, its FID and IS, and this sweep's runs of that setting."""
+    lines = ["| paper table | schedule | T | ω | paper FID | paper IS | this sweep (Inception FID / IS) |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
+        table = "2 and 3" if (schedule, T, w) == ("linear", 1000, 0.2) else ("3" if w != 0.2 else "2")
+        ours = [f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))} ({r['run']})" for r in rows
+                if r.get("status") == "ok" and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
+        found = "; ".join(ours) or "not run"
+        lines.append(f"| {table} | {schedule} | {T} | {w} | {_paper(fid)} | {_paper(is_)} | {found} |")
+    return "\n".join(lines) + "\n"
 
 
 def job_dir(path: Path, root: Path) -> Path:
@@ -65,10 +80,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _paper(v: float | None) -> str:
+    """A published figure as the paper prints it (two decimals)."""
+    return "" if v is None else f"{v:.2f}"
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     cols = columns()
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(_paper(r.get(c)) if c in (PAPER, PAPER_IS) else _fmt(r.get(c)) for c in cols) + " |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out or root)
     out.mkdir(parents=True, exist_ok=True)
-    table = to_markdown(rows)
+    heading = "\n## The seed paper's Tables 2 and 3 (MNIST, 10,000 samples)\n\n"
+    table = to_markdown(rows) + heading + paper_comparison(rows)
     (out / "report.md").write_text(table)
     write_csv(rows, out / "report.csv")
     plot = plot_guidance(rows, out / "guidance.png")

@@ -115,6 +115,27 @@ def test_seed_experiments_set_their_published_recipe(seed, expected):
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
 
 
+PAPER_RECIPE = {"model.channels": [64, 128], "model.activation": "relu", "model.downsample": "maxpool",
+                "model.upsample": "transposed", "model.out_kernel": 1, "loss": "l1", "prediction": "eps",
+                "data.batch_size": 32, "trainer.max_steps": 100_000, "sampler._target_": "diffusion.samplers.ddpm_sample",
+                "sampler.steps": None, "sampler.sigma": "posterior", "eval.num_samples": 10_000, "eval.inception": True}
+
+
+@pytest.mark.parametrize("preset,grid,guidances", [
+    ("ablation_schedule", {"schedule": "linear,cosine", "timesteps": "1000,4000"}, None),
+    ("ablation_guidance", None, [-1, 0, 0.2, 0.5, 2, 4, 6]),
+])
+def test_the_ablation_presets_are_the_seed_papers_recipe(preset, grid, guidances):
+    """Section 3.2.1's two-block U-Net, Algorithm 1 (L1 on ε, batch 32, 100k iterations), Algorithm 2 (DDPM over all
+    T with σ² = β̃) and its evaluation (Inception FID and IS of 10,000 samples)."""
+    cfg = compose_cfg("train", [f"experiment={preset}", "run_dir=/tmp/x"], hydra=True)
+    assert {key: OmegaConf.select(cfg, key) for key in PAPER_RECIPE} == PAPER_RECIPE
+    assert cfg.guidance == 0.2 and cfg.schedule.kind == "linear" and cfg.timesteps == 1000
+    params = cfg.hydra.sweeper.get("params")
+    assert (OmegaConf.to_container(params) if params else None) == grid
+    assert (list(cfg.eval.guidance) if cfg.eval.guidance is not None else None) == guidances
+
+
 @pytest.mark.parametrize("preset", ["mnist_best", "fashion_best"])
 def test_long_presets_keep_a_checkpoint_per_training_unit(preset, tmp_path):
     cfg = compose_cfg("train", [f"experiment={preset}", f"run_dir={tmp_path}"])

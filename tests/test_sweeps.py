@@ -31,11 +31,16 @@ def test_schedule_ablation_2x2_multirun_and_report(tmp_path):
     assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
                                                              ("cosine", 4000)}
     assert {row["ω"] for row in rows} == {0.2} and {row["iterations"] for row in rows} == {20}
-    assert {(row["schedule"], row["T"]): row["paper (Inception FID)"] for row in rows} == {
-        ("linear", 1000): 16.19, ("cosine", 1000): 26.82, ("linear", 4000): 20.91, ("cosine", 4000): 21.70}
+    assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row["paper IS"]) for row in rows} == {
+        ("linear", 1000): (16.19, 9.56), ("cosine", 1000): (26.82, 9.00), ("linear", 4000): (20.91, 8.68),
+        ("cosine", 4000): (21.70, 8.73)}
     rep = run_report(tmp_path)
     assert rep.returncode == 0 and "4 ok, 0 failed" in rep.stdout
-    assert (tmp_path / "report.md").read_text().count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()
+    table, paper = (tmp_path / "report.md").read_text().split("\n## The seed paper's Tables 2 and 3")
+    assert table.count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()
+    for value in ("16.19", "9.56", "20.91", "8.68", "26.82", "9.00", "21.70", "8.73", "21.12", "9.13", "24.67", "9.14"):
+        assert f"| {value} |" in paper and f"| {value} |" in rep.stdout  # every figure of Tables 2 and 3
+    assert paper.count("not run") == 2  # Table 3's ω = 0 and 0.5: not in this grid
 
 
 def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tmp_path):
