@@ -9,7 +9,6 @@ penultimate 128-d features the fast FID feature space.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -96,11 +95,6 @@ def train_classifier(data: str | DataSpec, root: str | Path, epochs: int | None 
     atomic_write(path, lambda f: torch.save(saved, f))
     print(f"{spec.name} evaluator: test accuracy {accuracy:.4f}, saved to {path}")
     return path
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file (keys the cached reference statistics to the evaluator that made them)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_classifier(root: str | Path, data: str) -> tuple[ImageClassifier, dict]:

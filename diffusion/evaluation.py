@@ -19,7 +19,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
-from diffusion.classifier import ImageClassifier, evaluator_path, file_digest, load_classifier
+from diffusion.classifier import ImageClassifier, evaluator_path, load_classifier
+from diffusion.files import file_digest
 from diffusion.data import channels_first, load_split
 from diffusion.datasets import DataSpec
 from diffusion.files import atomic_write

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion.files import atomic_write
+from diffusion.files import atomic_write, file_digest
 from diffusion.datasets import IDX_FILES, DataError, DataSpec, raw_dir, read_split
 from diffusion.runtime import config_options, data_root
 
@@ -48,7 +47,7 @@ def verify(root: str | Path, data: Data) -> str:
         path = folder / f
         if not path.is_file():
             raise DataError(f"{path} is missing")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_digest(path)
         if expected and digest != expected:
             raise DataError(f"{path} has SHA-256 {digest[:12]}…, expected {expected[:12]}…")
     (train, _), (test, _) = read_split(root, spec, "train"), read_split(root, spec, "test")

@@ -1,8 +1,9 @@
-"""Crash-safe file writes: every file the project writes in place (data, checkpoints, samples) goes through here."""
+"""Crash-safe file writes (every file the project writes in place: data, checkpoints, samples) and file digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Callable
@@ -37,3 +38,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file (data verification, evaluator caches, which model made a set of samples)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -4,6 +4,7 @@ mode (grids, strips, GIFs, bulk samples.npz, the recognition analysis), the stdi
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root
 from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
-MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward", "bulk", "recognition")
+MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward", "bulk", "merge", "recognition")
 
 
 class Tracer:
@@ -50,8 +51,8 @@ class Tracer:
 class Sampling:
     """A loaded model plus the sampling options of one sample.py call."""
 
-    def __init__(self, module: DiffusionModule, cfg: DictConfig) -> None:
-        self.module, self.cfg = module, cfg
+    def __init__(self, module: DiffusionModule, cfg: DictConfig, model_id: str = "") -> None:
+        self.module, self.cfg, self.model_id = module, cfg, model_id
         self.names = list(module.hparams.class_names)
         self.sampler = instantiate(cfg.sampler)
         self.guidance = module.hparams.guidance if cfg.guidance is None else float(cfg.guidance)
@@ -67,6 +68,14 @@ class Sampling:
         """Images in [-1, 1] for labels, in one batch; sample i seeded by (seed, indices[i])."""
         return self.module.sample(labels, self.sampler, seed=self.cfg.seed, indices=indices, guidance=self.guidance,
                                   callback=self.hook(callback), x_T=x_T)
+
+    def made_by(self) -> dict[str, Any]:
+        """Everything bulk image i depends on besides i: shards agreeing on it merge into one run's samples."""
+        from omegaconf import OmegaConf
+
+        return {"model": self.model_id, "weights": self.cfg.weights, "seed": self.cfg.seed, "guidance": self.guidance,
+                "sampler": OmegaConf.to_container(self.cfg.sampler, resolve=True),
+                "num_samples": self.cfg.num_samples, "classes": self.classes()}
 
     def classes(self) -> list[int]:
         """The prompted class, or all classes."""
@@ -189,9 +198,21 @@ def mode_recognition(s: Sampling, out: Path) -> list[Path]:
     return [*written, analysis.plot(out / "recognition.png", names, ts, forward, times, reverse, T, sampler)]
 
 
-def save_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write the npz atomically: never a partial file."""
-    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels))
+def save_npz(path: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
+             made_by: dict[str, Any] | None = None) -> None:
+    """Write the npz atomically: never a partial file. `indices` (default 0…N−1) and `made_by` (JSON) let shards
+    of one run be merged."""
+    indices = np.arange(len(images)) if indices is None else indices
+    extra = {"made_by": np.array(json.dumps(made_by, sort_keys=True))} if made_by is not None else {}
+    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels, indices=indices, **extra))
+
+
+def read_npz(path: Path) -> dict[str, Any]:
+    """A samples.npz as arrays (never unpickling) and its `made_by` record."""
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    data["made_by"] = json.loads(str(data["made_by"])) if "made_by" in data else None
+    return data
 
 
 def pixels(images: Tensor) -> np.ndarray:
@@ -207,28 +228,63 @@ def save_pngs(folder: Path, images: np.ndarray, labels: Tensor, indices: list[in
         Image.fromarray(img).save(folder / f"{i:05d}_{int(labels[i])}.png")
 
 
+def shard_range(cfg: DictConfig) -> range:
+    """The bulk images this call makes: all num_samples, or the shard [start, stop) of them."""
+    return range(cfg.num_samples) if cfg.shard is None else range(*cfg.shard)
+
+
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
-    """num_samples images to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in colour, and labels), optionally PNGs;
-    Ctrl-C keeps what is done."""
-    n, classes = s.cfg.num_samples, s.classes()
-    labels = balanced_labels(n, classes)
+    """num_samples images (or the shard [start, stop) of them) to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in
+    colour, labels, indices and what made them), optionally PNGs; Ctrl-C keeps what is done."""
+    indices = shard_range(s.cfg)
+    labels = balanced_labels(s.cfg.num_samples, s.classes())
     npz, png_dir = out / "samples.npz", out / "png"
     done: list[np.ndarray] = []
 
     def save(images: Tensor, idx: list[int]) -> None:  # after every batch: a complete, valid file so far
         done.append(pixels(images))
-        save_npz(npz, np.concatenate(done), labels[: idx[-1] + 1].numpy())
+        made = np.arange(indices.start, idx[-1] + 1)
+        save_npz(npz, np.concatenate(done), labels[made].numpy(), made, s.made_by())
         if s.cfg.png_dir:
             save_pngs(png_dir, done[-1], labels, idx)
 
     try:
-        generate(s.module, labels, range(n), s.cfg.batch_size, s.sampler, s.guidance, s.cfg.seed, desc="sampling",
-                 on_batch=save, callback=s.hook())
+        generate(s.module, labels[indices.start : indices.stop], indices, s.cfg.batch_size, s.sampler, s.guidance,
+                 s.cfg.seed, desc="sampling", on_batch=save, callback=s.hook())
     except KeyboardInterrupt:
         count = sum(len(b) for b in done)
         print(f"interrupted: {count} complete images saved in {npz}", file=sys.stderr)
         raise SystemExit(130) from None
     return [npz] + ([png_dir] if s.cfg.png_dir else [])
+
+
+def merged_shards(s: Sampling) -> tuple[np.ndarray, np.ndarray]:
+    """mode=merge: the shards' images and labels in index order; one line unless they are exactly images 0 … N−1
+    of this model, seed, ω and sampler, each made once."""
+    parts = []
+    for given in s.cfg.shards:
+        path = Path(given) / "samples.npz" if Path(given).is_dir() else Path(given)
+        if not path.is_file():
+            raise FileNotFoundError(f"shard {given}: no samples.npz there")
+        part = read_npz(path)
+        if part["made_by"] != s.made_by():
+            raise ValueError(f"shard {given} was not made by this model, seed, guidance, sampler and num_samples "
+                             f"(its record: {part['made_by']})")
+        parts.append(part)
+    indices = np.concatenate([p["indices"] for p in parts])
+    if sorted(indices.tolist()) != list(range(s.cfg.num_samples)):
+        missing = sorted(set(range(s.cfg.num_samples)) - set(indices.tolist()))
+        raise ValueError(f"the shards hold {len(indices)} images, not each of 0 … {s.cfg.num_samples - 1} once"
+                         + (f" (missing from {missing[0]})" if missing else " (some twice)"))
+    order = np.argsort(indices)
+    return np.concatenate([p["images"] for p in parts])[order], np.concatenate([p["labels"] for p in parts])[order]
+
+
+def mode_merge(s: Sampling, out: Path) -> list[Path]:
+    """Shards of one bulk run (`shards=[dir, ...]`) -> the samples.npz that run would have written whole."""
+    images, labels = merged_shards(s)
+    save_npz(out / "samples.npz", images, labels, None, s.made_by())
+    return [out / "samples.npz"]
 
 
 def interactive(s: Sampling, out: Path, stdin: Any = sys.stdin) -> None:
@@ -264,4 +320,4 @@ def _slug(name: str) -> str:
 
 MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
               "noise_pairs": mode_noise_pairs, "progression": mode_progression, "forward": mode_forward,
-              "bulk": mode_bulk, "recognition": mode_recognition}
+              "bulk": mode_bulk, "merge": mode_merge, "recognition": mode_recognition}

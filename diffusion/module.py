@@ -44,6 +44,20 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")  # torch.compile's modes; reduce-overhead: CUDA graphs
+
+
+def compile_mode(setting: bool | str | None) -> str | None:
+    """The torch.compile mode of a `compile` setting: false/null -> None (eager), true -> "default", or a mode."""
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return "default"
+    if setting in COMPILE_MODES:
+        return str(setting)
+    raise ValueError(f"compile must be true, false or one of {', '.join(COMPILE_MODES)}; got {setting!r}")
+
+
 class DiffusionModule(L.LightningModule):
     """DDPM with classifier-free guidance training (Ho et al. 2020; Ho & Salimans 2022); the network predicts ε, v or
     x_0, and `forward` always returns ε̂ so that the samplers need not know which."""
@@ -52,7 +66,7 @@ class DiffusionModule(L.LightningModule):
                  loss: str = "mse", p_uncond: float = 0.1, guidance: float = 0.0, sampler: dict | None = None,
                  class_names: Sequence[str] = tuple("0123456789"), data_name: str = "mnist",
                  channels_last: bool | None = None, data: dict | None = None, prediction: str = "eps",
-                 loss_weight: str = "none", snr_gamma: float = 5.0) -> None:
+                 loss_weight: str = "none", snr_gamma: float = 5.0, compile: bool | str = False) -> None:
         super().__init__()
         net, schedule, optimizer, lr_scheduler, sampler, data = map(
             plain, (net, schedule, optimizer, lr_scheduler, sampler, data))
@@ -69,6 +83,8 @@ class DiffusionModule(L.LightningModule):
         self.null_label = len(class_names) if p_uncond > 0 else -1
         self.channels_last = channels_last  # None: per device type (diffusion.runtime.CHANNELS_LAST)
         self.nonfinite_at: Tensor | None = None  # first step with a NaN/inf loss, kept on the device (no host sync)
+        compile_mode(compile)  # a bad setting fails here, in one line
+        self.__dict__["_compiled"] = None  # the network compiled for training (on_fit_start); not a submodule
         self.apply_layout()
 
     @property
@@ -91,6 +107,9 @@ class DiffusionModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.apply_layout()  # now on the training device
+        mode = compile_mode(self.hparams.compile)
+        if mode is not None:  # training only: sampling keeps the eager network (other shapes, no recompiles)
+            self.__dict__["_compiled"] = torch.compile(self.net, mode=mode)  # shares the weights: one state_dict
         if self.trainer.world_size > 1:  # each rank its own t, ε and label dropout (else the global batch repeats)
             torch.manual_seed((torch.initial_seed() + 7919 * self.trainer.global_rank) % 2**63)
 
@@ -109,7 +128,8 @@ class DiffusionModule(L.LightningModule):
         b, hp = x0.shape[0], self.hparams
         t = torch.randint(0, self.schedule.timesteps, (b,), device=self.device, generator=generator)
         noise = torch.randn(x0.shape, device=self.device, generator=generator)
-        pred = self.net(self._layout(self.schedule.q_sample(x0, t, noise)), t, y).float()
+        net = self.net if self._compiled is None else self._compiled
+        pred = net(self._layout(self.schedule.q_sample(x0, t, noise)), t, y).float()
         prediction = hp.prediction
         per_sample = LOSSES[hp.loss](pred, self.schedule.target(prediction, x0, t, noise), reduction="none")
         weight = self.schedule.loss_weight(hp.loss_weight, prediction, t, hp.snr_gamma)

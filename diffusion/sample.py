@@ -11,8 +11,10 @@ from torch import Tensor
 from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, pretrained_path, run_models,
                                  shipped_models, shown)
 from diffusion.checks import check_guidance, check_seed, check_steps
+from diffusion.files import file_digest
 from diffusion.module import DiffusionModule
-from diffusion.modes import MODE_FUNCS, MODES, Sampling, save_npz, interactive, pixels, save_pngs
+from diffusion.modes import (MODE_FUNCS, MODES, Sampling, interactive, merged_shards, pixels, save_npz,
+                            save_pngs)
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
 
@@ -61,11 +63,12 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
             raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if cfg.prompt is not None:
         parse_prompt(cfg.prompt, module.hparams.class_names)
+    check_shards(cfg)
     if cfg.evaluate:
         from diffusion.classifier import load_classifier
 
-        if cfg.mode != "bulk":
-            raise ValueError("evaluate=true needs mode=bulk (it scores the bulk samples)")
+        if cfg.mode not in ("bulk", "merge"):
+            raise ValueError("evaluate=true needs mode=bulk or mode=merge (it scores the bulk samples)")
         load_classifier(data_root(), module.data_spec.name)
         if cfg.eval.clip:
             from diffusion.clip_eval import load_clip
@@ -73,6 +76,35 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
             load_clip(str(cfg.eval.clip), str(module.device))  # fails here, before any sampling
     elif cfg.eval.clip:
         raise ValueError("eval.clip needs mode=bulk evaluate=true (it scores the bulk samples)")
+
+
+def check_shards(cfg: DictConfig) -> None:
+    """shard=[start, stop) within num_samples for mode=bulk, not evaluated alone; shards=[...] for mode=merge."""
+    if cfg.shard is not None:
+        shard = list(cfg.shard)
+        if cfg.mode != "bulk" or len(shard) != 2 or not all(isinstance(v, int) for v in shard) \
+                or not 0 <= shard[0] < shard[1] <= cfg.num_samples:
+            raise ValueError(f"shard must be [start, stop) with 0 ≤ start < stop ≤ num_samples ({cfg.num_samples}) "
+                             f"and mode=bulk; got {shard}")
+        if cfg.evaluate or cfg.repeats != 1:
+            raise ValueError("a shard is scored once merged: mode=merge shards=[...] evaluate=true")
+    if (cfg.mode == "merge") != bool(cfg.shards):
+        raise ValueError("mode=merge needs shards=[folder, ...] (the shards of one bulk run), and only it takes them")
+
+
+def evaluate_merged(s: Sampling, path: Path, out: Path) -> list[Path]:
+    """mode=merge evaluate=true: the merged shards scored exactly as one bulk run's samples (diffusion.scoring)."""
+    import torch
+
+    from diffusion.scoring import EvalSettings, score_and_record
+
+    images, labels = merged_shards(s)
+    save_npz(out / "samples.npz", images, labels, None, s.made_by())
+    nchw = torch.from_numpy(images).unsqueeze(1) if images.ndim == 3 else torch.from_numpy(images).permute(0, 3, 1, 2)
+    score_and_record(s.module, nchw, torch.from_numpy(labels), EvalSettings.of(s.cfg.eval), out,
+                     sampler_cfg=s.cfg.sampler, step=s.module.checkpoint_step, guidance=s.guidance, seed=s.cfg.seed,
+                     checkpoint=str(path), shards=len(s.cfg.shards))
+    return [out / "metrics.json"]
 
 
 def evaluate_bulk(s: Sampling, path: Path, out: Path) -> list[Path]:
@@ -101,12 +133,12 @@ def run(cfg: DictConfig) -> list[Path]:
     check_options(cfg, module)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = Sampling(module, cfg)
+    s = Sampling(module, cfg, model_id=file_digest(path))
     if cfg.interactive:
         interactive(s, out)
         written = []
     elif cfg.evaluate:
-        written = evaluate_bulk(s, path, out)
+        written = (evaluate_merged if cfg.mode == "merge" else evaluate_bulk)(s, path, out)
     else:
         written = MODE_FUNCS[cfg.mode](s, out)
         for p in written:

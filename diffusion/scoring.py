@@ -98,14 +98,23 @@ def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances:
             where.mkdir(parents=True, exist_ok=True)
             if keep is not None:
                 keep(where, images, labels)
-            m = score_images(module, images, labels, settings, device, root)
-            m.update(run_metadata(module.schedule, sampler_cfg, step, w), seed=seed, **extra)
-            print(f"ω = {w}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
-            print(write_metrics(m, where / "metrics.json"))
-            runs.append(m)
+            runs.append(score_and_record(module, images, labels, settings, where, sampler_cfg=sampler_cfg, step=step,
+                                         guidance=w, seed=seed, device=device, root=root, **extra))
         if runs:
             results[w] = runs[0] if len(runs) == 1 else summarize_seeds(runs)
             if len(runs) > 1:
                 print(results[w]["summary"])
                 print(write_metrics(results[w], folder(out, w if sweep else None) / "metrics.json"))
     return results
+
+
+def score_and_record(module: Any, images: Tensor, labels: Tensor, settings: EvalSettings, where: Path, *,
+                     sampler_cfg: Any, step: int | None, guidance: float, seed: int,
+                     device: torch.device | None = None, root: str | Path | None = None,
+                     **extra: Any) -> dict[str, Any]:
+    """Score one set of samples and record it: metrics.json in `where` (what made them included), a printed table."""
+    m = score_images(module, images, labels, settings, device, root)
+    m.update(run_metadata(module.schedule, sampler_cfg, step, guidance), seed=seed, **extra)
+    print(f"ω = {guidance}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
+    print(write_metrics(m, where / "metrics.json"))
+    return m

@@ -20,7 +20,7 @@ from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_chec
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
 from diffusion.distributed import claim_device, is_rank_zero
-from diffusion.module import LOSSES
+from diffusion.module import LOSSES, compile_mode
 from diffusion.runtime import configure_cuda, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.sweeps import RANK_GRACE_S, Resume, run_point, runs_as_own_command, sweep_launch_error
@@ -50,6 +50,11 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(max_steps, int) or not (max_steps >= 1 or (max_steps == -1 and (max_epochs or 0) >= 1)):
         raise ConfigError(f"trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), "
                           f"got {max_steps!r}")
+    if not isinstance(cfg.resume, bool):
+        raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
+    if cfg.resume and cfg.ckpt_path is not None:
+        raise ConfigError("resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path=...")
+    compile_mode(cfg.compile)
     if cfg.ckpt_path is not None:
         if not Path(cfg.ckpt_path).exists():
             raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
@@ -62,10 +67,6 @@ def check_config(cfg: DictConfig) -> None:
     if uses_cuda(accelerator) and not torch.cuda.is_available():  # "auto" falls back to the CPU instead
         raise ConfigError(f"trainer.accelerator={accelerator} needs a CUDA GPU and none is visible here; "
                           "use trainer=cpu")
-    if not isinstance(cfg.resume, bool):
-        raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
-    if cfg.resume and cfg.ckpt_path is not None:
-        raise ConfigError("resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path=...")
     launcher = sweep_launcher()
     if launcher is not None and (error := sweep_launch_error(cfg.trainer, launcher)):
         raise ConfigError(error)

@@ -182,7 +182,7 @@ def test_sample_py_repeats_the_evaluation_over_seeds(tiny_ckpt, tmp_path):
 @pytest.mark.slow
 def test_evaluate_needs_bulk_mode(tiny_ckpt, tmp_path):
     r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", "evaluate=true")
-    assert r.returncode == 1 and r.stderr.strip() == "error: evaluate=true needs mode=bulk (it scores the bulk samples)"
+    assert r.returncode == 1 and r.stderr.strip() == "error: evaluate=true needs mode=bulk or mode=merge (it scores the bulk samples)"
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """sample.py end to end on a tiny checkpoint trained in the session: every mode, prompts, stdin, bad input."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -147,6 +148,11 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
     (["sampler.order=4"], "sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got 4"),
     (["sampler.guidance_interval=[5,1]"], "sampler.guidance_interval must be [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi"),
     (["device=tpu"], "device must be cpu, cuda, cuda:N or auto; got 'tpu'"),
+    (["mode=bulk", "num_samples=20", "shard=[10,30]"], "shard must be [start, stop) with 0 ≤ start < stop ≤ num_samples"),
+    (["mode=grid", "shard=[0,5]"], "shard must be [start, stop) with 0 ≤ start < stop ≤ num_samples"),
+    (["mode=bulk", "shard=[0,5]", "evaluate=true"], "a shard is scored once merged: mode=merge shards=[...]"),
+    (["mode=merge"], "mode=merge needs shards=[folder, ...] (the shards of one bulk run)"),
+    (["mode=merge", "shards=[nowhere]"], "shard nowhere: no samples.npz there"),
     *([] if torch.cuda.is_available() else
       [(["device=cuda"], "device=cuda but no CUDA GPU is visible here; use device=cpu or device=auto")]),
 ])
@@ -159,3 +165,27 @@ def test_bad_options_fail_with_one_line(tiny_ckpt, tmp_path, args, message):
 def test_unknown_sampler_gets_hydras_message(tmp_path):  # a real process: Hydra's own error path, end to end
     r = run_entry("sample.py", "sampler=euler", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1 and "Could not find 'sampler/euler'" in r.stderr and "dpm_solver" in r.stderr
+
+
+def test_shards_merge_into_exactly_the_whole_runs_samples_and_score_the_same(tmp_path):
+    common = ["pretrained=mnist", "sampler.steps=3", "num_samples=24", "eval.batch_size=24"]
+    for start, stop in [(10, 24), (0, 10)]:  # any order, any batch size: image i depends on (seed, i) only
+        r = run_entry("sample.py", *common, "mode=bulk", f"shard=[{start},{stop}]", "batch_size=7",
+                      f"hydra.run.dir={tmp_path / f'shard{start}'}")
+        assert r.returncode == 0, r.stderr[-3000:]
+    r = run_entry("sample.py", *common, "mode=bulk", "evaluate=true", f"hydra.run.dir={tmp_path / 'whole'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_entry("sample.py", *common, "mode=merge", f"shards=[{tmp_path / 'shard0'},{tmp_path / 'shard10'}]",
+                  "evaluate=true", f"hydra.run.dir={tmp_path / 'merged'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    whole, merged = (np.load(tmp_path / d / "samples.npz") for d in ("whole", "merged"))
+    assert np.array_equal(whole["images"], merged["images"]) and np.array_equal(whole["labels"], merged["labels"])
+    scores = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "merged")]
+    assert scores[0]["fid"] == scores[1]["fid"] and scores[0]["class_accuracy"] == scores[1]["class_accuracy"]
+
+    r = run_main("sample.py", *common, "mode=merge", f"shards=[{tmp_path / 'shard10'}]", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: the shards hold 14 images, not each of 0 … 23 once (missing from 0)"]
+    r = run_main("sample.py", *common, "guidance=2", "mode=merge", f"shards=[{tmp_path / 'shard0'},"
+                 f"{tmp_path / 'shard10'}]", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 1 and "was not made by this model, seed, guidance, sampler and num_samples" in r.stderr

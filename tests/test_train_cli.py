@@ -80,6 +80,20 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_pat
     assert step_of(resumed / "checkpoints/last.ckpt") == 120
 
 
+def test_a_compiled_training_step_matches_the_eager_one(tmp_path):
+    """compile=true through the compiler's CPU backend (inductor): the same losses as eager, step for step (fp32)."""
+    losses = {}
+    for setting in ("false", "true"):
+        r = run_entry("train.py", "debug=fast", "trainer.max_steps=6", "trainer.log_every_n_steps=1", "eval.num_samples=0",
+                      "callbacks.progress=null", f"compile={setting}", f"hydra.run.dir={tmp_path / setting}",
+                      env={"DIFFUSION_CPU_BF16": "0"})
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = (tmp_path / setting / "csv" / "metrics.csv").read_text().splitlines()
+        column = rows[0].split(",").index("train/loss_step")
+        losses[setting] = [float(v) for row in rows[1:] if (v := row.split(",")[column])]
+    assert len(losses["true"]) == 6 and losses["true"] == pytest.approx(losses["false"], rel=1e-5)
+
+
 def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_MODE": ""}
     env_clean = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
@@ -115,6 +129,9 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.up_channels=[64]", "up_channels needs one width per level (3), got [64]"),
     ("model.time_hidden=-8", "time_hidden must be a positive integer, got -8"),
     ("model.stem_channels=0", "stem_channels must be a positive integer, got 0"),
+    ("compile=fast", "compile must be true, false or one of default, reduce-overhead, max-autotune; got 'fast'"),
+    ("resume=maybe", "resume must be true or false, got 'maybe'"),
+    ("resume=true ckpt_path=x.ckpt", "resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path"),
     *([] if torch.cuda.is_available() else
       [("trainer=gpu", "trainer.accelerator=gpu needs a CUDA GPU and none is visible here; use trainer=cpu")]),
 ])
