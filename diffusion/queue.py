@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_pieces is not None and ran >= args.max_pieces:
             break
         if deadline - time.monotonic() < args.min_piece_s:
-            print(f"budget: {deadline - time.monotonic():.0f} s left, less than --min-piece-s; stopping")
+            print(f"budget: {max(0.0, deadline - time.monotonic()):.0f} s left, less than --min-piece-s; stopping")
             break
         if queue.done(piece):  # an earlier piece's run may have completed it (e.g. a score removes its shards)
             continue
