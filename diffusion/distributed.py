@@ -4,6 +4,7 @@ gathering images across ranks, and one free GPU per parallel sweep job."""
 from __future__ import annotations
 
 import fcntl
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,14 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def in_slurm_job() -> bool:
+    """Whether this process is a task of a SLURM job (Lightning's rule), without Lightning's hint to use srun: a
+    sweep submitted from a login node, where srun exists, is exactly the case where it is not used."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The `srun` command is available")
+        return SLURMEnvironment.detect()
+
+
 def process_count(trainer_cfg: Any) -> int | None:
     """Processes a trainer config starts on this node × nodes (None when `devices` is "auto"/-1: unknown here)."""
     devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
@@ -38,7 +47,7 @@ def relaunches_command(trainer_cfg: Any) -> bool:
     """Whether Lightning would start the other ranks by re-running this command line (DDP with > 1 process,
     not under SLURM, which starts every rank itself)."""
     strategy = str(trainer_cfg.get("strategy", "auto"))
-    if not strategy.startswith("ddp") or strategy in SPAWNING or SLURMEnvironment.detect():
+    if not strategy.startswith("ddp") or strategy in SPAWNING or in_slurm_job():
         return False
     count = process_count(trainer_cfg)
     return count is None or count > 1

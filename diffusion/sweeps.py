@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from diffusion.distributed import relaunches_command
+from diffusion.distributed import in_slurm_job, relaunches_command
 from diffusion.runtime import CONF_DIR
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
@@ -42,7 +41,7 @@ def sweep_launch_error(trainer_cfg: Any, launcher_cfg: Any) -> str | None:
         return (f"hydra/launcher=joblib runs sweep points side by side with one device each and cannot give each "
                 f"point {trainer_cfg.get('devices')} DDP ranks; drop hydra/launcher=joblib to run the DDP points one "
                 "after another, or use trainer=gpu for one GPU per point (docs/sweeps.md, \"GPUs and clusters\")")
-    submitting = "SlurmLauncher" in target and not SLURMEnvironment.detect()  # not yet inside a SLURM job
+    submitting = "SlurmLauncher" in target and not in_slurm_job()  # not yet inside a SLURM job
     if submitting and not (shutil.which("sbatch") and shutil.which("srun")):
         return ("hydra/launcher=submitit_slurm submits to SLURM and finds no sbatch/srun here: run the sweep on the "
                 "cluster's login node, or use hydra/launcher=submitit_local to run the same jobs on this machine")
