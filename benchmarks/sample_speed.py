@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 import diffusion  # noqa: F401
 from diffusion.checkpoint import load_module, shown
 from diffusion.generate import balanced_labels, generate
-from diffusion.runtime import config_option, config_options
+from diffusion.runtime import config_option, config_options, sampler_options
 from diffusion.sample import default_model
 from diffusion.scoring import score_images
 
@@ -51,7 +51,7 @@ STUDIED = [  # the settings the sampling tables of docs/results.md compare
     Setting("dpm_solver", {"steps": 10, "order": 3, "guidance_interval": INTERVAL}),
 ]
 # and every other sampler of conf/sampler/ at its configured options
-SETTINGS = [*STUDIED, *(Setting(name) for name in config_options("sampler")
+SETTINGS = [*STUDIED, *(Setting(name) for name in sampler_options()
                          if name not in {s.sampler for s in STUDIED})]
 
 

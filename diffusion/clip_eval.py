@@ -1,5 +1,5 @@
 """Opt-in CLIP evaluation (the seed report's): how a CLIP model rates samples against class prompts such as
-"a photo of the digit seven" and "a blurry image of the digit seven".
+"a photo of the digit seven", "a blurry image of the digit seven" and "a clear handwritten seven".
 
 Hand-written over transformers' `CLIPModel` forward: torchmetrics' `CLIPScore` calls `get_image_features`, which
 returns an output object rather than a tensor from transformers 5 on (it fails there), and has no zero-shot
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-PROMPTS = ("a photo of the digit {name}", "a blurry image of the digit {name}")
+PROMPTS = ("a photo of the digit {name}", "a blurry image of the digit {name}", "a clear handwritten {name}")
 
 
 @cache
@@ -46,8 +46,10 @@ def load_clip(name_or_path: str, device: str = "cpu") -> tuple[Any, Any]:
 def clip_evaluate(images: Tensor, labels: Tensor, class_names: Sequence[str], model: Any, processor: Any,
                   prompts: Sequence[str] = PROMPTS, batch_size: int = 100) -> dict[str, Any]:
     """Per prompt template: the CLIP score 100·cos(image, prompt of its class) (Hessel et al. 2021, without the
-    clipping at 0) overall and per class, and zero-shot accuracy (the class whose prompt is closest); for the first
-    two templates, per class, how often CLIP prefers the first ("photo") over the second ("blurry")."""
+    clipping at 0) overall and per class, zero-shot accuracy (the class whose prompt is closest), and its share in
+    percent: CLIP's softmax over the templates of the image's class (logit scale × cosine, Radford et al. 2021),
+    averaged, overall and per class (the seed report's "70.6% photo vs 28.6% blurry"); for the first two templates,
+    per class, how often CLIP prefers the first ("photo") over the second ("blurry")."""
     k, device = len(class_names), next(model.parameters()).device
     texts = [p.format(name=n) for p in prompts for n in class_names]  # (template, class) row-major
     tokens = processor(text=texts, return_tensors="pt", padding=True).to(device)
@@ -59,12 +61,15 @@ def clip_evaluate(images: Tensor, labels: Tensor, class_names: Sequence[str], mo
         cos.append((out.image_embeds @ out.text_embeds.T).float().cpu())  # both unit vectors
     sim = torch.cat(cos).view(len(images), len(prompts), k)  # (N, template, class)
     own = sim[torch.arange(len(images)), :, labels]  # (N, template): each image against its own class
+    share = 100 * torch.softmax(model.logit_scale.exp().float().cpu() * own, dim=1)  # (N, template), rows sum to 100
     result: dict[str, Any] = {"prompts": list(prompts), "num_samples": len(images)}
     for j, template in enumerate(prompts):
         result[template] = {
             "clip_score": 100 * own[:, j].mean().item(),
             "per_class_clip_score": [100 * own[labels == c, j].mean().item() for c in range(k)],
             "zero_shot_accuracy": (sim[:, j].argmax(1) == labels).float().mean().item(),
+            "percent": share[:, j].mean().item(),
+            "per_class_percent": [share[labels == c, j].mean().item() for c in range(k)],
         }
     if len(prompts) >= 2:
         first = (own[:, 0] > own[:, 1]).float()

@@ -48,18 +48,22 @@ def load_split(root: str | Path, data: str | Mapping[str, Any] | DataSpec, train
 class ImageDataModule(L.LightningDataModule):
     """Train/val split of the training images (seeded) and the official test set of one registered data set.
 
+    `val_size=0` trains on every training image and validates on the test set (what seeds 002 and 004 do);
+    `drop_last=False` keeps the last, smaller batch of each epoch (60,000 / 128: 469 iterations, not 468).
+
     The keys of conf/data/<name>.yaml beside the loader settings are the data set's spec (`DataSpec`); given
     only a name, the spec is read from the registry.
     """
 
     def __init__(self, name: str = "mnist", root: str = "data", batch_size: int = 128, num_workers: int = 0,
-                 val_size: int = 5000, split_seed: int = 0, **spec: Any) -> None:
+                 val_size: int = 5000, split_seed: int = 0, drop_last: bool = True, **spec: Any) -> None:
         super().__init__()
         self.spec = DataSpec.of({"name": name, **spec} if spec else name)
-        if batch_size < 1 or num_workers < 0 or val_size < 1:
-            raise ValueError("data.batch_size must be ≥ 1, data.num_workers ≥ 0 and data.val_size ≥ 1")
+        if batch_size < 1 or num_workers < 0 or val_size < 0:
+            raise ValueError("data.batch_size must be ≥ 1, data.num_workers ≥ 0 and data.val_size ≥ 0 (0: validate "
+                             "on the test set)")
         loader = {"root": root, "batch_size": batch_size, "num_workers": num_workers, "val_size": val_size,
-                  "split_seed": split_seed}
+                  "split_seed": split_seed, "drop_last": drop_last}
         self.save_hyperparameters({**loader, **self.spec.as_dict()})  # plain values: checkpoints load safely
         self.name, self.root, self.batch_size, self.num_workers = name, root, batch_size, num_workers
         self.class_names = list(self.spec.classes)
@@ -73,18 +77,22 @@ class ImageDataModule(L.LightningDataModule):
         if hasattr(self, "train_set"):
             return
         images, labels = load_split(self.root, self.spec, train=True)
-        if not 0 < self.hparams.val_size < len(images):
-            raise ValueError(f"data.val_size must be between 1 and {len(images) - 1}, got {self.hparams.val_size}")
+        if not 0 <= self.hparams.val_size < len(images):
+            raise ValueError(f"data.val_size must be between 0 (validate on the test set) and {len(images) - 1}, "
+                             f"got {self.hparams.val_size}")
         full = TensorDataset(to_model_range(images, self.spec.pad), labels)
+        test_images, test_labels = load_split(self.root, self.spec, train=False)
+        self.test_set = TensorDataset(to_model_range(test_images, self.spec.pad), test_labels)
+        if self.hparams.val_size == 0:
+            self.train_set, self.val_set = full, self.test_set
+            return
         gen = torch.Generator().manual_seed(self.hparams.split_seed)
         sizes = [len(full) - self.hparams.val_size, self.hparams.val_size]
         self.train_set, self.val_set = random_split(full, sizes, gen)
-        test_images, test_labels = load_split(self.root, self.spec, train=False)
-        self.test_set = TensorDataset(to_model_range(test_images, self.spec.pad), test_labels)
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          drop_last=shuffle, persistent_workers=self.num_workers > 0)
+                          drop_last=shuffle and self.hparams.drop_last, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -31,16 +31,17 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from diffusion.checkpoint import RUN_ROOTS, load_module, run_models, shipped_models, shown
+from diffusion.checkpoint import RUN_ROOTS, load_module, own_sampler, run_models, shipped_models, shown
 from diffusion.images import grid_image
 from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
 from diffusion.records import read_metrics, value
-from diffusion.runtime import config_option, config_options, resolve_device
+from diffusion.runtime import config_option, config_options, resolve_device, sampler_options
+from diffusion.samplers import sampler_name
 
-DEFAULT_SAMPLER = "dpm_solver"  # preselected, as in conf/sample.yaml
+OWN_SAMPLER = "model's own"  # preselected: the model's own sampler (checkpoint.own_sampler), as sample.py
 SCALE = 4  # 32×32 samples shown at 128×128
 
 
@@ -135,22 +136,26 @@ def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: 
         module = load(path, allowed())
         names = list(module.hparams.class_names)
         c = parse_prompt(prompt, names) if prompt and prompt.strip() else names.index(class_name)
-        n, steps = int(n or 0), check_steps(int(steps or 0), module.schedule.timesteps, key="steps")
+        n = int(n or 0)
+        steps = check_steps(int(steps), module.schedule.timesteps, key="steps") if steps else None
         if not 1 <= n <= max_images:
             raise ValueError(f"number of images must be between 1 and {max_images}, got {n}")
         guidance = check_guidance(guidance, "guidance", minimum=-1)
         seed = check_seed(int(seed or 0), "sample")
-        option = config_option("sampler", sampler)  # conf/sampler/<name>.yaml, as the CLIs
+        # the model's own, or conf/sampler/<name>.yaml as the CLIs; an empty Steps box keeps its steps
+        option = own_sampler(path, module) if sampler == OWN_SAMPLER else config_option("sampler", sampler)
+        steps = option.get("steps") if steps is None else steps
         solver = instantiate(option, **({"steps": steps} if "steps" in option else {}))
         frames: list[torch.Tensor] = []
         start = time.perf_counter()
         images = generate_images(module, torch.full((n,), c), range(n), n, solver, guidance, seed,
-                                 callback=lambda i, t, x, eps: frames.append(x[:1].float().cpu()))
+                                 callback=lambda i, t, x, eps, x_t: frames.append(x[:1].float().cpu()))
         seconds = time.perf_counter() - start
     except (ValueError, FileNotFoundError, FloatingPointError, KeyError, OverflowError) as err:
         return "", "", f"**Error:** {err}"  # Markdown: Gradio sanitises it
-    status = (f"Generated {n} × **{names[c]}** in {seconds:.2f} s ({sampler}, {steps} steps, ω={guidance:g}, "
-              f"seed {seed}).")
+    used = sampler_name(option._target_) + (" (the model's own)" if sampler == OWN_SAMPLER else "")
+    status = (f"Generated {n} × **{names[c]}** in {seconds:.2f} s ({used}, "
+              f"{'all T' if steps is None else steps} steps, ω={guidance:g}, seed {seed}).")
     return gallery_html([upscale(img) for img in images], names[c]), progression_html(frames), status
 
 
@@ -184,9 +189,9 @@ def build_app(pinned: str | None = None, max_images: int = 16) -> Any:
                 cls = gr.Dropdown(names, value=names[0], label="Class", elem_id="class")
                 prompt = gr.Textbox(label="…or type a class", placeholder="seven, 7, sneaker", elem_id="prompt")
                 guidance = gr.Slider(-1, 8, value=w, step=0.1, label="Guidance ω", elem_id="guidance")
-                sampler = gr.Radio(config_options("sampler"), value=DEFAULT_SAMPLER, label="Sampler", elem_id="sampler")
-                steps = gr.Number(config_option("sampler", DEFAULT_SAMPLER).get("steps"), precision=0, label="Steps",
-                                  elem_id="steps")  # that sampler's configured default
+                sampler = gr.Radio([OWN_SAMPLER, *sampler_options()], value=OWN_SAMPLER, label="Sampler",
+                                   elem_id="sampler")
+                steps = gr.Number(None, precision=0, label="Steps (empty: the sampler's own)", elem_id="steps")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="seed")
                 n = gr.Number(4, precision=0, label=f"Number of images (max {max_images})", elem_id="n")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")

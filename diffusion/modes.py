@@ -28,14 +28,18 @@ MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward
 
 
 class Tracer:
-    """Sampler callback collecting per-step statistics of x_t and ε̃ (mean, std, min, max)."""
+    """Sampler callback collecting per-step statistics (mean, std, min, max) of x after the step, the model's DDPM
+    mean μ_θ(x_t, t) = (x_t − β_t/√(1−ᾱ_t)·ε̃)/√α_t (Ho et al. 2020, eq. 11) and ε̃: the seed report's trace."""
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
+    def __init__(self, schedule: Any) -> None:
+        self.schedule, self.rows = schedule, []  # one dict per step
 
-    def __call__(self, step: int, t: int, x: Tensor, eps: Tensor) -> None:
+    def __call__(self, step: int, t: int, x: Tensor, eps: Tensor, x_t: Tensor) -> None:
         row: dict[str, Any] = {"step": step, "t": t}
-        for name, v in (("x", x.float()), ("eps", eps.float())):
+        beta, alpha, alpha_bar = (float(v[t]) for v in (self.schedule.betas, self.schedule.alphas,
+                                                        self.schedule.alpha_bar))
+        mu = (x_t.float() - beta / (1 - alpha_bar) ** 0.5 * eps.float()) / alpha ** 0.5
+        for name, v in (("x", x.float()), ("mu", mu), ("eps", eps.float())):
             row.update({f"{name}_mean": v.mean().item(), f"{name}_std": v.std().item(),
                         f"{name}_min": v.min().item(), f"{name}_max": v.max().item()})
         self.rows.append(row)
@@ -56,7 +60,7 @@ class Sampling:
         self.names = list(module.hparams.class_names)
         self.sampler = instantiate(cfg.sampler)
         self.guidance = module.hparams.guidance if cfg.guidance is None else float(cfg.guidance)
-        self.tracer = Tracer() if cfg.trace else None
+        self.tracer = Tracer(module.schedule) if cfg.trace else None
         self.shape = module.image_shape
 
     def hook(self, callback: Any = None) -> Any:
@@ -126,7 +130,8 @@ def mode_progression(s: Sampling, out: Path) -> list[Path]:
     """Denoising paths x_t every `every` steps, as a PNG strip (rows = samples) and an animated GIF."""
     n, path = s.cfg.n_progression, []
     labels = torch.arange(n) % len(s.names)
-    s.generate(labels, list(range(n)), callback=lambda i, t, x, eps: path.append((t, x.float().cpu().clamp(-1, 1))))
+    s.generate(labels, list(range(n)),
+               callback=lambda i, t, x, eps, x_t: path.append((t, x.float().cpu().clamp(-1, 1))))
     every = s.cfg.every or max(1, len(path) // 10)
     kept = path[::every] if (len(path) - 1) % every == 0 else path[::every] + path[-1:]
     frames = [x for _, x in kept]
@@ -182,7 +187,7 @@ def mode_recognition(s: Sampling, out: Path) -> list[Path]:
     y = torch.tensor(classes).repeat_interleave(n)
     preds, times = [], []
     s.generate(y, [c * n + j for c in classes for j in range(n)],
-               callback=lambda i, t, x, eps: (preds.append(analysis.predict(net, x, spec)), times.append(int(t))))
+               callback=lambda i, t, x, eps, x_t: (preds.append(analysis.predict(net, x, spec)), times.append(int(t))))
     unmeasurable = analysis.noise_classes(forward)
     reverse = analysis.reverse_recognition(torch.stack(preds), y, times, len(names), unmeasurable)
     fwd_t = [analysis.last_t_above(ts, forward[:, 1 + c].tolist()) for c in range(len(names))]

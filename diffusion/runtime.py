@@ -22,6 +22,11 @@ def config_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def sampler_options() -> list[str]:
+    """The samplers of conf/sampler/ (not `own`, sample.py's stand-in for a model's own sampler)."""
+    return [name for name in config_options("sampler") if config_option("sampler", name).get("_target_")]
+
+
 def config_option(group: str, name: str) -> DictConfig:
     """One option's YAML, e.g. config_option("sampler", "ddim"), as the CLIs would compose it."""
     if name not in config_options(group):

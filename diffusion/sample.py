@@ -8,8 +8,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import Tensor
 
-from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, pretrained_path, run_models,
-                                 shipped_models, shown)
+from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, own_sampler, pretrained_path,
+                                 run_models, shipped_models, shown)
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.files import file_digest
 from diffusion.module import DiffusionModule
@@ -17,6 +17,7 @@ from diffusion.modes import (MODE_FUNCS, MODES, Sampling, interactive, merged_sh
                             save_pngs)
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
+from diffusion.samplers import sampler_name
 
 
 def default_model(roots: tuple[str, ...] = RUN_ROOTS, raw: bool = False) -> tuple[Path, str]:
@@ -45,6 +46,32 @@ def model_path(cfg: DictConfig) -> Path:
     path, message = default_model(raw=cfg.weights == "raw")
     print(message)
     return path
+
+
+def pick_sampler(cfg: DictConfig, module: DiffusionModule, path: Path) -> str:
+    """Set cfg.sampler to what this call samples with and return the line that says which: a named one
+    (`sampler=NAME`), or `sampler=own` (the default): the model's own (checkpoint.own_sampler) with the keys set on
+    the command line (sampler.steps=20, …) on top."""
+    if cfg.sampler.get("_target_"):
+        return f"sampler: {describe_sampler(cfg.sampler)}"
+    own = own_sampler(path, module)
+    for key, value in cfg.sampler.items():
+        if key == "_target_" or value is None:
+            continue
+        if key not in own:
+            raise ValueError(f"sampler.{key} is not an option of this model's own sampler "
+                             f"({sampler_name(own._target_)}); name one: sampler=NAME sampler.{key}={value}")
+        own[key] = value
+    cfg.sampler = own
+    return f"sampler: {describe_sampler(own)} (the model's own; sampler=NAME for another)"
+
+
+def describe_sampler(sampler: DictConfig) -> str:
+    """A sampler config in words: 'ddpm, all T steps, sigma=posterior'."""
+    steps = sampler.get("steps")
+    options = [f"{k}={v}" for k, v in sampler.items()
+               if k not in ("_target_", "_partial_", "steps") and v not in (None, "none")]
+    return ", ".join([sampler_name(sampler._target_), "all T steps" if steps is None else f"{steps} steps", *options])
 
 
 def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
@@ -130,6 +157,7 @@ def run(cfg: DictConfig) -> list[Path]:
     device = resolve_device(cfg.device)
     path = model_path(cfg)
     module = load_module(path, cfg.weights, device)
+    print(pick_sampler(cfg, module, path))
     check_options(cfg, module)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ Every sample draws its noise from its own generator, so image i depends only on 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -20,7 +20,7 @@ from diffusion.checks import check_steps
 from diffusion.schedule import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
-StepCallback = Callable[[int, int, Tensor, Tensor], None]  # (step index, t, x_t, ε̃)
+StepCallback = Callable[[int, int, Tensor, Tensor, Tensor], None]  # (step index, t, x after it, ε̃, x_t before)
 CLIP_MODES = ("none", "static", "dynamic")
 SAMPLERS: dict[str, Callable[..., Tensor]] = {}  # name -> sampler function: the registry
 
@@ -108,12 +108,12 @@ def log_snr_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     return torch.unique_consecutive(idx).tolist()
 
 
-def _finish_step(x: Tensor, step: int, t: int, eps: Tensor, callback: StepCallback | None) -> None:
+def _finish_step(x: Tensor, step: int, t: int, eps: Tensor, callback: StepCallback | None, x_t: Tensor) -> None:
     """Stop with a clear error when sampling diverges; then report the step to the callback."""
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"sampling produced non-finite values at step {step} (t={t}); try sampler.clip=static")
     if callback:
-        callback(step, t, x, eps)
+        callback(step, t, x, eps, x_t)
 
 
 def _alpha_bars(schedule: NoiseSchedule, ts: list[int], i: int, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,7 +163,8 @@ def _denoise(model, schedule, x, t, labels, guidance, clip, null_label, interval
 class Job:
     """What every sampler needs, as one argument: the denoiser `model(x, t, y)` (ε), the schedule, the labels, one
     CPU generator per image, ω and the null label for guidance, and `shape` (C, H, W) or `x_T` to start from;
-    `callback(step, t, x_t, ε̃)` sees every step. A sampler is `fn(job, **its options)` (conf/sampler/<name>.yaml)."""
+    `callback(step, t, x, ε̃, x_t)` sees every step (x after it, x_t before it).
+    A sampler is `fn(job, **its options)` (conf/sampler/<name>.yaml)."""
 
     model: Denoiser
     schedule: NoiseSchedule
@@ -174,6 +175,7 @@ class Job:
     null_label: int = -1
     callback: StepCallback | None = None
     x_T: Tensor | None = None
+    x_t: Tensor | None = field(default=None, init=False, repr=False)  # the input of the step being taken
 
     def start(self) -> Tensor:
         """x_T: the given one, or a per-image N(0, I) draw."""
@@ -182,6 +184,7 @@ class Job:
     def denoise(self, x: Tensor, t: int, clip: str = "none",
                 interval: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
         """ε̃ (guided) and x̂_0 at step t."""
+        self.x_t = x
         return _denoise(self.model, self.schedule, x, t, self.labels, self.guidance, clip, self.null_label, interval)
 
     def noise(self, x: Tensor) -> Tensor:
@@ -190,7 +193,7 @@ class Job:
 
     def finish(self, x: Tensor, step: int, t: int, eps: Tensor) -> None:
         """Stop on non-finite values, then report the step to the callback."""
-        _finish_step(x, step, t, eps, self.callback)
+        _finish_step(x, step, t, eps, self.callback, self.x_t)
 
 
 @register_sampler("ddpm")

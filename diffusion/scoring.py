@@ -58,8 +58,8 @@ def score_images(module: Any, images: Tensor, labels: Tensor, settings: EvalSett
         model, processor = load_clip(str(settings.clip), str(device))
         m["clip"] = clip = clip_evaluate(crop_padding(images, spec), labels, spec.classes, model, processor,
                                          list(settings.clip_prompts), settings.batch_size)
-        print("CLIP: " + "; ".join(f"{p!r}: score {clip[p]['clip_score']:.2f}, zero-shot accuracy "
-                                   f"{clip[p]['zero_shot_accuracy']:.3f}" for p in clip["prompts"]))
+        print("CLIP: " + "; ".join(f"{p!r}: score {clip[p]['clip_score']:.2f}, {clip[p]['percent']:.1f}%, zero-shot "
+                                   f"accuracy {clip[p]['zero_shot_accuracy']:.3f}" for p in clip["prompts"]))
     return m
 
 

@@ -37,6 +37,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.guidance > 0 and cfg.p_uncond == 0:
         raise ConfigError("guidance > 0 needs p_uncond > 0 "
                           "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
+    if not cfg.sampler.get("_target_"):
+        raise ConfigError("sampler=own is sample.py's (a model's own sampler); a run names the one it samples with: "
+                          "sampler=ddim, ddpm or dpm_solver")
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
     check_choice(cfg.loss, LOSSES, "loss")

@@ -88,7 +88,7 @@ class Level(nn.Module):
 def make_downsample(kind: str, channels: int) -> nn.Module:
     """Halve H and W: 'maxpool' (parameter-free) or 'conv' (3×3, stride 2)."""
     if kind == "maxpool":
-        return nn.MaxPool2d(2)
+        return nn.MaxPool2d(2, ceil_mode=True)  # an odd size rounds up (7 → 4), as the strided conv does
     if kind == "conv":
         return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
     raise ValueError(f"downsample must be 'maxpool' or 'conv', got {kind!r}")
@@ -111,7 +111,12 @@ class UNet(nn.Module):
     `downsample_last` also down-samples after the last encoder level (the seed blog pools after each of its three
     blocks: bottleneck at 4×4 for 32×32 inputs); `label_activation` puts a SiLU between the label embedding and its
     projection (the seed blog's label MLP). Neither adds parameters. `condition="bottleneck"` adds the time and
-    label embedding in the bottleneck blocks only (the seed report); `out_kernel` is the output convolution's size.
+    label embedding in the bottleneck blocks only; `condition="bottleneck_input"` adds their sum once to the
+    bottleneck's input, h_mid + e_t + e_c (the seed report; needs channels[-1] == emb_dim), and `null_label="zero"`
+    makes ∅'s label embedding zero instead of a learned row (the report's label dropout). `time_dim` is the width
+    of the sinusoidal time encoding before the time MLP (default emb_dim; the seed notebook's is 128 → 256).
+    `out_kernel` is the output convolution's size. Odd sizes are fine (28 → 14 → 7 → 4): down-sampling rounds up
+    and each up-sampled map is cropped to its skip's size.
     The seed documentation page's layout needs the rest: `stem_channels` (the input convolution's width, default
     channels[0]), `up_channels` (each decoder level's width, deepest first; default the encoder's in reverse),
     `mid_attention="between"` (attention between the bottleneck blocks, not after each), `time_hidden` (the time
@@ -146,6 +151,8 @@ class UNet(nn.Module):
         time_hidden: int | None = None,
         out_norm: bool = False,
         conditional: bool = True,
+        time_dim: int | None = None,
+        null_label: str = "learned",
     ) -> None:
         super().__init__()
         if mid_attention not in ("each", "between"):
@@ -153,26 +160,29 @@ class UNet(nn.Module):
         up_channels = list(reversed(channels)) if up_channels is None else list(up_channels)
         if len(up_channels) != len(channels):
             raise ValueError(f"up_channels needs one width per level ({len(channels)}), got {up_channels}")
-        for name, width in (("stem_channels", stem_channels), ("time_hidden", time_hidden),
+        for name, width in (("stem_channels", stem_channels), ("time_hidden", time_hidden), ("time_dim", time_dim),
                             *(("up_channels", w) for w in up_channels)):
             if width is not None and (not isinstance(width, int) or width < 1):
                 raise ValueError(f"{name} must be a positive integer, got {width!r}")
-        if condition not in ("all", "bottleneck"):
-            raise ValueError(f"condition must be 'all' or 'bottleneck', got {condition!r}")
+        if condition not in ("all", "bottleneck", "bottleneck_input"):
+            raise ValueError(f"condition must be 'all', 'bottleneck' or 'bottleneck_input', got {condition!r}")
+        if condition == "bottleneck_input" and channels[-1] != emb_dim:
+            raise ValueError(f"condition=bottleneck_input adds the embedding to the bottleneck's input: channels[-1] "
+                             f"({channels[-1]}) must equal emb_dim ({emb_dim})")
+        if null_label not in ("learned", "zero"):
+            raise ValueError(f"null_label must be 'learned' or 'zero', got {null_label!r}")
         if out_kernel not in (1, 3):
             raise ValueError(f"out_kernel must be 1 or 3, got {out_kernel!r}")
-        n_down = len(channels) - 1 + int(downsample_last)
-        if image_size % 2**n_down:
-            raise ValueError(f"image_size {image_size} must be divisible by 2^{n_down} (one halving per down-sampling); "
-                             f"pad the data (data.pad) or use fewer levels (model.channels)")
         self.num_classes, self.null_class, self.conditional = num_classes, null_class, conditional
         self.image_shape = (in_channels, image_size, image_size)  # (C, H, W) the network denoises
         self.emb_dim, self.act = emb_dim, activation_fn(activation)
+        self.time_dim, self.condition = time_dim or emb_dim, condition
+        self.zero_null = null_class and null_label == "zero"
         hidden = time_hidden or emb_dim
-        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.SiLU(), nn.Linear(hidden, emb_dim))
+        self.time_mlp = nn.Sequential(nn.Linear(self.time_dim, hidden), nn.SiLU(), nn.Linear(hidden, emb_dim))
         if conditional:
             # Row `num_classes` is the null label ∅ of classifier-free guidance (Ho & Salimans 2022, §3.2).
-            self.label_emb = nn.Embedding(num_classes + int(null_class), emb_dim)
+            self.label_emb = nn.Embedding(num_classes + int(null_class and not self.zero_null), emb_dim)
             self.label_act = nn.SiLU() if label_activation else nn.Identity()
             self.label_proj = nn.Linear(emb_dim, emb_dim)
         c = stem_channels or channels[0]
@@ -180,6 +190,7 @@ class UNet(nn.Module):
 
         res, skips = image_size, []
         outer = emb_dim if condition == "all" else 0  # embedding width of the blocks outside the bottleneck
+        inner = 0 if condition == "bottleneck_input" else emb_dim  # and of the bottleneck's blocks
 
         def level(c_in: int, c_out: int, n: int, attn: bool, emb: int = outer, attn_last: bool = True) -> Level:
             return Level(c_in, c_out, n, emb, groups, dropout, attn, activation, attn_last)
@@ -192,7 +203,7 @@ class UNet(nn.Module):
             pool = i < len(channels) - 1 or downsample_last
             self.pools.append(make_downsample(downsample, ch) if pool else nn.Identity())
             res = res // 2 if pool else res
-        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions, emb_dim, mid_attention == "each")
+        self.mid = level(c, mid_channels, mid_blocks, res in attention_resolutions, inner, mid_attention == "each")
         c = mid_channels
         self.up, self.unpools = nn.ModuleList(), nn.ModuleList()
         for i, ch in enumerate(up_channels):
@@ -214,24 +225,31 @@ class UNet(nn.Module):
                 for name, mods in parts.items()}
 
     def embed(self, t: Tensor, y: Tensor) -> Tensor:
-        """Sum of the time and label embeddings (time only when not conditional), activated: (B,), (B,) ->
-        (B, emb_dim)."""
-        e = self.time_mlp(sinusoidal_embedding(t, self.emb_dim))
+        """e_t + e_c, the time and label embeddings (time only when not conditional; e_c = 0 for ∅ with
+        null_label="zero"): (B,), (B,) -> (B, emb_dim)."""
+        e = self.time_mlp(sinusoidal_embedding(t, self.time_dim))
         if self.conditional:
-            e = e + self.label_proj(self.label_act(self.label_emb(y)))
-        return self.act(e)
+            known = y < self.num_classes
+            e_c = self.label_proj(self.label_act(self.label_emb(y.clamp(max=self.num_classes - 1)
+                                                                 if self.zero_null else y)))
+            e = e + (e_c * known[:, None] if self.zero_null else e_c)
+        return e
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """Predict the noise in x (B, C, H, W) at integer steps t (B,) for labels y (B,)."""
-        emb = self.embed(t, y)
+        e = self.embed(t, y)
+        emb = self.act(e)  # what each block's projection sees
         h, skips = self.inp(x), []
         for level, pool in zip(self.down, self.pools):
             h = level(h, emb)
             skips.append(h)
             h = pool(h)
+        if self.condition == "bottleneck_input":
+            h = h + e[:, :, None, None]  # h_mid + e_t + e_c, broadcast over the positions (the seed report)
         h = self.mid(h, emb)
         for level, unpool in zip(self.up, self.unpools):
-            h = level(torch.cat([unpool(h), skips.pop()], dim=1), emb)
+            skip = skips.pop()
+            h = level(torch.cat([unpool(h)[..., :skip.shape[-2], :skip.shape[-1]], skip], dim=1), emb)
         if self.out_norm is not None:
             h = self.act(self.out_norm(h))
         return self.out(h)

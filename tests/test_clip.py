@@ -51,23 +51,34 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 
 def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
-    from diffusion.clip_eval import clip_evaluate, load_clip
+    from diffusion.clip_eval import PROMPTS, clip_evaluate, load_clip
 
+    assert PROMPTS == ("a photo of the digit {name}", "a blurry image of the digit {name}",
+                       "a clear handwritten {name}")
     model, processor = load_clip(str(tiny_clip))
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randint(0, 256, (12, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(12) % 3
-    names, prompts = ["zero", "one", "two"], ["a photo of the digit {name}", "a blurry image of the digit {name}"]
+    names, prompts = ["zero", "one", "two"], list(PROMPTS)
     out = clip_evaluate(images, labels, names, model, processor, prompts, batch_size=5)
+    own_logits = []
     for template in prompts:  # CLIP's own logits, scaled back to cosines
         inputs = processor(text=[template.format(name=n) for n in names], images=list(images.expand(-1, 3, -1, -1)),
                            return_tensors="pt", padding=True)
         with torch.no_grad():
-            logits = model(**inputs).logits_per_image / model.logit_scale.exp()
+            raw = model(**inputs).logits_per_image
+        logits = raw / model.logit_scale.exp()
         own = logits[torch.arange(12), labels]
+        own_logits.append(raw[torch.arange(12), labels])
         assert out[template]["clip_score"] == pytest.approx(100 * own.mean().item(), abs=1e-3)
         assert out[template]["zero_shot_accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
         assert out[template]["per_class_clip_score"][1] == pytest.approx(100 * own[labels == 1].mean().item(), abs=1e-3)
     assert 0 <= out["first_preferred"] <= 1 and len(out["per_class_first_preferred"]) == 3
+    # the seed report's percentages: CLIP's own softmax over the three prompts of each image's class
+    share = 100 * torch.softmax(torch.stack(own_logits, dim=1), dim=1)
+    for j, template in enumerate(prompts):
+        assert out[template]["percent"] == pytest.approx(share[:, j].mean().item(), abs=1e-3)
+        assert out[template]["per_class_percent"][2] == pytest.approx(share[labels == 2, j].mean().item(), abs=1e-3)
+    assert sum(out[t]["percent"] for t in prompts) == pytest.approx(100, abs=1e-3)
 
 
 def test_a_transformers_release_that_cannot_load_the_model_is_one_line(tiny_clip, monkeypatch):
@@ -93,7 +104,10 @@ def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
                   "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}", env=CLIP_ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     clip = json.loads((tmp_path / "metrics.json").read_text())["clip"]
-    assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}"]
+    assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}",
+                               "a clear handwritten {name}"]  # the seed report's three, by default
+    assert sum(clip[p]["percent"] for p in clip["prompts"]) == pytest.approx(100, abs=1e-3)
+    assert "%, zero-shot accuracy" in r.stdout
     assert len(clip["a photo of the digit {name}"]["per_class_clip_score"]) == 10 and clip["num_samples"] == 20
     assert "CLIP: " in r.stdout
 

@@ -100,17 +100,43 @@ def docs_section(page: str, title: str) -> str:
     return text[start : text.index("\n## ", start + 1)]
 
 
+DDPM_ALL_T = {"sampler._target_": "diffusion.samplers.ddpm_sample", "sampler.steps": None, "sampler.clip": "none"}
+NO_CFG = {"p_uncond": 0.0, "guidance": 0.0}
+PLAIN = {"callbacks.ema": None, "trainer.gradient_clip_val": None}  # no EMA, no clipping: none stated
+EPS_MSE = {"prediction": "eps", "loss": "mse", "loss_weight": "none"}
+
+
 @pytest.mark.parametrize("seed,expected", [
-    ("seed001", {"data.pad": 0, "schedule.kind": "cosine", "p_uncond": 0.0, "guidance": 0.0, "prediction": "eps",
-                 "callbacks.early_stopping.patience": 4, "trainer.max_epochs": 50, "model.conditional": False}),
-    ("seed002", {"data.pad": 0, "data.batch_size": 128, "optim._target_": "torch.optim.Adam", "optim.lr": 1e-3,
-                 "lr_scheduler.scheduler": None, "trainer.max_epochs": 10, "trainer.max_steps": -1}),
-    ("seed003", {"loss": "l1", "data.batch_size": 32, "trainer.max_steps": 100_000, "schedule.kind": "linear",
-                 "timesteps": 1000, "guidance": 0.2}),
-    ("seed004", {"timesteps": 100, "optim.lr": 5e-4, "optim.weight_decay": 1e-5, "guidance": 2.0,
-                 "callbacks.early_stopping.patience": 5, "lr_scheduler.scheduler.patience": 3}),
+    ("seed000", {"model.channels": [32, 64, 128], "model.downsample_last": True, "data.pad": 2, **EPS_MSE,
+                 "schedule.kind": "linear", "schedule.beta_start": 1e-4, "schedule.beta_end": 0.02, "timesteps": 1000,
+                 "optim._target_": "torch.optim.AdamW", "optim.lr": 5e-5, "optim.weight_decay": 0.01,
+                 "lr_scheduler.scheduler": None, "data.batch_size": 64, **DDPM_ALL_T, "sampler.sigma": "posterior",
+                 **NO_CFG, **PLAIN}),
+    ("seed001", {"model.conditional": False, "model.emb_dim": 128, "model.dropout": 0.0, "data.pad": 0, **EPS_MSE,
+                 "schedule.kind": "cosine", "timesteps": 1000, "optim._target_": "torch.optim.Adam", "optim.lr": 1e-4,
+                 "optim.weight_decay": 0.0, "lr_scheduler.scheduler": None, **DDPM_ALL_T, **NO_CFG, **PLAIN,
+                 "callbacks.early_stopping": None, "trainer.max_epochs": -1}),
+    ("seed002", {"model.time_dim": 128, "model.emb_dim": 256, "data.pad": 0, "data.val_size": 0,
+                 "data.drop_last": False, "schedule.kind": "linear", "schedule.beta_start": 1e-4,
+                 "schedule.beta_end": 0.02, "timesteps": 1000, **EPS_MSE, "optim._target_": "torch.optim.Adam",
+                 "optim.lr": 1e-3, "lr_scheduler.scheduler": None, "data.batch_size": 128, "trainer.max_epochs": 10,
+                 "trainer.max_steps": -1, **DDPM_ALL_T, **NO_CFG, **PLAIN}),
+    ("seed003", {"model.channels": [64, 128], "model.activation": "relu", "model.upsample": "transposed",
+                 "model.out_kernel": 1, "loss": "l1", "prediction": "eps", "data.batch_size": 32,
+                 "trainer.max_steps": 100_000, "schedule.kind": "linear", "timesteps": 1000, "guidance": 0.2,
+                 **DDPM_ALL_T, "sampler.sigma": "posterior", "eval.num_samples": 10_000, "eval.inception": True}),
+    ("seed004", {"model.channels": [16, 32, 64, 128], "model.activation": "gelu", "model.emb_dim": 128,
+                 "model.condition": "bottleneck_input", "model.null_label": "zero", "data.pad": 0, "data.val_size": 0,
+                 "data.batch_size": 128, "schedule.kind": "linear", "schedule.beta_start": 1e-4,
+                 "schedule.beta_end": 0.02, "timesteps": 100, **EPS_MSE, "optim._target_": "torch.optim.Adam",
+                 "optim.lr": 5e-4, "optim.weight_decay": 1e-5, "lr_scheduler.scheduler.patience": 3,
+                 "lr_scheduler.monitor": "val/loss", "trainer.max_epochs": 50, "trainer.max_steps": -1,
+                 "callbacks.early_stopping.monitor": "val/loss", "callbacks.best_checkpoint.monitor": "val/loss",
+                 "p_uncond": 0.1, "guidance": 2.0, **DDPM_ALL_T, "eval.guidance": [-1, 0, 2, 4, 6],
+                 "callbacks.ema": None, "trainer.gradient_clip_val": None}),
 ])
-def test_seed_experiments_set_their_published_recipe(seed, expected):
+def test_seed_experiments_set_what_their_texts_state(seed, expected):
+    """Each value the seed's write-up states (conf/experiment/<seed>.yaml lists them with the text's words)."""
     cfg = compose_cfg("train", [f"experiment={seed}", "run_dir=/tmp/x"])
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
 
@@ -123,7 +149,7 @@ PAPER_RECIPE = {"model.channels": [64, 128], "model.activation": "relu", "model.
 
 @pytest.mark.parametrize("preset,grid,guidances", [
     ("ablation_schedule", {"schedule": "linear,cosine", "timesteps": "1000,4000"}, None),
-    ("ablation_guidance", None, [-1, 0, 0.2, 0.5, 2, 4, 6]),
+    ("ablation_guidance", None, [0, 0.2, 0.5]),
 ])
 def test_the_ablation_presets_are_the_seed_papers_recipe(preset, grid, guidances):
     """Section 3.2.1's two-block U-Net, Algorithm 1 (L1 on ε, batch 32, 100k iterations), Algorithm 2 (DDPM over all

@@ -109,3 +109,9 @@ def test_binding_beyond_loopback_needs_allow_remote(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: host=0.0.0.0 would expose the demo beyond this machine, without a login; "
         "add allow_remote=true to do that on purpose"]
+
+
+def test_the_model_s_own_sampler_is_preselected_and_an_empty_steps_box_keeps_its_steps(server):
+    """The pinned run trained with DDIM, 5 steps (debug=fast): "model's own" samples with exactly that."""
+    out = server["client"].predict(server["pinned"], "zero", "", 0.0, "model's own", None, 0, 1, api_name="/generate")
+    assert "(ddim (the model's own), 5 steps, ω=0" in out[2], out[2]

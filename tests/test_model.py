@@ -30,13 +30,18 @@ def test_seed000_pools_after_every_level_and_default_keeps_its_8x8_bottleneck(pr
     assert n_params(build(preset, null_class=False)) == 2_447_681  # same parameters, different layout
 
 
-def test_image_size_that_the_levels_cannot_halve_is_one_clear_error():
+@pytest.mark.parametrize("downsample,upsample", [("maxpool", "nearest"), ("conv", "transposed")])
+def test_sizes_the_levels_cannot_halve_round_up_and_crop_back(downsample, upsample):
+    """28 → 14 → 7 → 4 on the way down; 4 → 8, cropped to the 7×7 skip, on the way up."""
     from diffusion.unet import UNet
 
-    with pytest.raises(ValueError, match="image_size 28 must be divisible by 2\\^3"):
-        UNet(image_size=28, downsample_last=True)
-    assert build("default", image_size=28)(torch.randn(1, 1, 28, 28), torch.tensor([3]), torch.tensor([1])).shape == (
-        1, 1, 28, 28)  # 28 → 14 → 7
+    m = UNet(image_size=28, downsample_last=True, downsample=downsample, upsample=upsample)
+    shapes = []
+    m.mid.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(out.shape[-2:])))
+    assert m(torch.randn(2, 1, 28, 28), torch.tensor([3, 9]), torch.tensor([1, 10])).shape == (2, 1, 28, 28)
+    assert shapes == [(4, 4)]
+    even = UNet(image_size=32, downsample=downsample, upsample=upsample)  # even sizes: no rounding, nothing cropped
+    assert even(torch.randn(1, 1, 32, 32), torch.tensor([3]), torch.tensor([1])).shape == (1, 1, 32, 32)
 
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
@@ -55,7 +60,7 @@ def test_parameter_parts_cover_every_parameter_once(preset):
     parts = m.parameter_parts()
     assert list(parts) == ["time and label embedding", "encoder", "bottleneck", "decoder", "output"]
     assert sum(parts.values()) == n_params(m)
-    width = 64 if preset == "seed003" else 32
+    width = {"seed003": 64, "seed004": 16}.get(preset, 32)  # the last decoder level's width
     assert parts["output"] == (width * 1 * (1 if preset == "seed003" else 9) + 1)  # the 1×1 or 3×3 conv to one channel
 
 
@@ -85,10 +90,30 @@ def test_seed001_has_the_documentation_pages_layout_and_our_exact_breakdown():
 
 
 def test_seed002_is_the_notebooks_size_class_and_says_it_is_not_its_count():
-    m = build("seed002", image_size=28)
-    assert n_params(m) == 5_604_737  # the notebook: 6,141,313 in an unpublished layout (conf/model/seed002.yaml)
+    m = build("seed002", image_size=28, null_class=False)
+    assert n_params(m) == 5_571_713  # the notebook: 6,141,313 in an unpublished layout (conf/model/seed002.yaml)
     assert abs(n_params(m) - 6_141_313) / 6_141_313 < 0.1
-    assert m(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([0, 10])).shape == (2, 1, 28, 28)
+    assert m.time_mlp[0].in_features == 128 and m.time_mlp[-1].out_features == 256  # its time embedding, 128 → 256
+    assert m(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([0, 9])).shape == (2, 1, 28, 28)
+
+
+def test_seed004_adds_e_t_plus_e_c_to_the_bottleneck_input_and_zero_for_the_null_label():
+    """h_mid + e_t + e_c with 128-d embeddings, on 28×28 through four levels; ∅'s label embedding is zero."""
+    from diffusion.unet import sinusoidal_embedding
+
+    m = build("seed004", image_size=28).eval()
+    assert not any(b.emb for level in (*m.down, m.mid, *m.up) for b in level.blocks)  # no block sees the embedding
+    assert m.label_emb.num_embeddings == 10 and m.emb_dim == 128  # no learned row for ∅
+    t, y = torch.tensor([5, 5]), torch.tensor([10, 3])
+    e = m.embed(t, y)
+    assert torch.equal(e[0], m.time_mlp(sinusoidal_embedding(t, 128))[0])  # e_c = 0 for ∅
+    seen = []
+    m.mid.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    m.pools[-1].register_forward_hook(lambda mod, inp, out: seen.append(out))
+    x = torch.randn(2, 1, 28, 28)
+    assert m(x, t, y).shape == (2, 1, 28, 28)
+    pooled, mid_in = seen
+    assert pooled.shape[-2:] == (4, 4) and torch.allclose(mid_in, pooled + e[:, :, None, None])
 
 
 def test_small_is_about_1_2M_with_attention():

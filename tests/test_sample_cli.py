@@ -104,7 +104,8 @@ def test_trace_and_raw_weights(tiny_ckpt, tmp_path):
     r = sample(tiny_ckpt, tmp_path, "trace=true", "weights=raw", "n_per_class=1", "sampler=ddim", "sampler.steps=6")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = (tmp_path / "trace.csv").read_text().splitlines()
-    assert rows[0].startswith("step,t,x_mean,x_std") and len(rows) == 1 + 6
+    assert rows[0] == ("step,t,x_mean,x_std,x_min,x_max,mu_mean,mu_std,mu_min,mu_max,eps_mean,eps_std,eps_min,eps_max")
+    assert len(rows) == 1 + 6
 
 
 def test_default_checkpoint_is_the_newest_under_outputs(tiny_ckpt, tmp_path):
@@ -145,7 +146,9 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
     (["seed=-3"], "seed must be an integer in [0, 2^64 - 1]"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
-    (["sampler.order=4"], "sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got 4"),
+    (["sampler=dpm_solver", "sampler.order=4"], "sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got 4"),
+    (["sampler.order=4"], "sampler.order is not an option of this model's own sampler (ddim); name one: sampler=NAME "
+                          "sampler.order=4"),
     (["sampler.guidance_interval=[5,1]"], "sampler.guidance_interval must be [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi"),
     (["device=tpu"], "device must be cpu, cuda, cuda:N or auto; got 'tpu'"),
     (["mode=bulk", "num_samples=20", "shard=[10,30]"], "shard must be [start, stop) with 0 ≤ start < stop ≤ num_samples"),
@@ -189,3 +192,14 @@ def test_shards_merge_into_exactly_the_whole_runs_samples_and_score_the_same(tmp
     r = run_main("sample.py", *common, "guidance=2", "mode=merge", f"shards=[{tmp_path / 'shard0'},"
                  f"{tmp_path / 'shard10'}]", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 1 and "was not made by this model, seed, guidance, sampler and num_samples" in r.stderr
+
+
+@pytest.mark.parametrize("args,line", [
+    ([], "sampler: ddim, 5 steps, eta=0.0 (the model's own; sampler=NAME for another)"),  # the run's, steps=5 on top
+    (["sampler=ddpm"], "sampler: ddpm, 5 steps, sigma=posterior"),  # named: conf/sampler/ddpm.yaml, steps=5 on top
+    (["sampler.eta=0.5"], "sampler: ddim, 5 steps, eta=0.5 (the model's own; sampler=NAME for another)"),
+])
+def test_a_checkpoint_is_sampled_with_its_runs_sampler_unless_one_is_named(tiny_ckpt, tmp_path, args, line):
+    r = sample(tiny_ckpt, tmp_path, "mode=bulk", "num_samples=2", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert line in r.stdout.splitlines(), r.stdout

@@ -128,7 +128,7 @@ def test_ddpm_step_matches_ho_et_al_algorithm_2():
     x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(5))
     seen = {}
     draw(ddpm_sample, model, schedule, labels, sample_generators(9, [0, 1]), shape=(1, 4, 4), x_T=x,
-         callback=lambda i, t, xt, eps: seen.setdefault(i, xt.clone()))
+         callback=lambda i, t, xt, eps, x_in: seen.setdefault(i, xt.clone()))
     t = 49
     eps = model(x, torch.full((2,), t), labels)
     z = torch.stack([torch.randn(1, 4, 4, generator=g) for g in sample_generators(9, [0, 1])])
@@ -187,3 +187,31 @@ def test_divergence_names_the_step():
     with pytest.raises(FloatingPointError, match="step 0"):
         draw(ddim_sample, lambda x, t, y: torch.full_like(x, float("nan")), schedule,
              torch.zeros(2, dtype=torch.long), sample_generators(0, range(2)), shape=(1, 2, 2), steps=5)
+
+
+def test_the_trace_records_the_ddpm_mean_of_eq_11_at_every_step():
+    """The seed report's trace: μ_θ(x_t, t) = (x_t − β_t/√(1−ᾱ_t)·ε̃)/√α_t equals the sampler's posterior mean
+    c0·x̂_0 + ct·x_t at every step, and the last step's x (no noise added) is that mean itself."""
+    from diffusion.modes import Tracer
+
+    schedule = NoiseSchedule(30, "linear")
+    model = GaussianEps(schedule)
+    labels, tracer, means = torch.tensor([2, 7]), Tracer(schedule), []
+
+    def record(i, t, x, eps, x_t):
+        tracer(i, t, x, eps, x_t)
+        ab, ab_prev = schedule.alpha_bar[t], schedule.alpha_bar[t - 1] if t > 0 else torch.tensor(1.0)
+        x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+        beta = schedule.betas[t]
+        means.append((ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - ab_prev) * (1 - beta).sqrt() / (1 - ab)) * x_t)
+        means[-1] = (means[-1], x)
+
+    draw(ddpm_sample, model, schedule, labels, sample_generators(3, [0, 1]), shape=(1, 4, 4), callback=record)
+    assert [row["t"] for row in tracer.rows] == list(range(29, -1, -1))
+    for row, (mean, _) in zip(tracer.rows, means):  # float32, two algebraic routes: agree to ~1e-4
+        assert row["mu_mean"] == pytest.approx(mean.mean().item(), abs=1e-3)
+        assert row["mu_max"] == pytest.approx(mean.max().item(), abs=1e-3)
+    last_mean, last_x = means[-1]
+    assert torch.allclose(last_mean, last_x, atol=1e-3) and tracer.rows[-1]["mu_std"] == pytest.approx(
+        tracer.rows[-1]["x_std"], abs=1e-3)
+    assert max(abs(r["mu_mean"] - r["x_mean"]) for r in tracer.rows[:-1]) > 1e-2  # μ_θ is not the noisy x
