@@ -226,6 +226,12 @@ def pixels(images: Tensor) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
+def from_pixels(images: np.ndarray) -> Tensor:
+    """samples.npz's layout back to uint8 (N, C, H, W): the inverse of `pixels`."""
+    tensor = torch.from_numpy(images)
+    return tensor.unsqueeze(1) if images.ndim == 3 else tensor.permute(0, 3, 1, 2)
+
+
 def save_pngs(folder: Path, images: np.ndarray, labels: Tensor, indices: list[int]) -> None:
     """One PNG per image, <index>_<label>.png (for pytorch-fid and other external tools)."""
     folder.mkdir(parents=True, exist_ok=True)

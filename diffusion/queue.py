@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diffusion.processes import run_in_group
 from diffusion.records import headline_keys, sampler_label, value
 from diffusion.runtime import CONF_DIR
 from diffusion.sweeps import quoted
@@ -131,20 +130,7 @@ class Queue:
 
 def run_piece(command: list[str], deadline: float) -> int | None:
     """Run an entry point until it ends (its exit code) or the deadline (Ctrl-C, then kill after GRACE_S: None)."""
-    proc = subprocess.Popen([sys.executable, *command], cwd=ROOT)
-    try:
-        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return None
-    except BaseException:
-        proc.kill()
-        raise
+    return run_in_group([sys.executable, *command], GRACE_S, timeout=max(1.0, deadline - time.monotonic()), cwd=ROOT)
 
 
 def report(queue: Queue) -> list[Piece]:

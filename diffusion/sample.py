@@ -13,8 +13,8 @@ from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, ow
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.files import file_digest
 from diffusion.module import DiffusionModule
-from diffusion.modes import (MODE_FUNCS, MODES, Sampling, interactive, merged_shards, pixels, save_npz,
-                            save_pngs)
+from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interactive, merged_shards, pixels,
+                            save_npz, save_pngs)
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
 from diffusion.samplers import sampler_name
@@ -127,8 +127,7 @@ def evaluate_merged(s: Sampling, path: Path, out: Path) -> list[Path]:
 
     images, labels = merged_shards(s)
     save_npz(out / "samples.npz", images, labels, None, s.made_by())
-    nchw = torch.from_numpy(images).unsqueeze(1) if images.ndim == 3 else torch.from_numpy(images).permute(0, 3, 1, 2)
-    score_and_record(s.module, nchw, torch.from_numpy(labels), EvalSettings.of(s.cfg.eval), out,
+    score_and_record(s.module, from_pixels(images), torch.from_numpy(labels), EvalSettings.of(s.cfg.eval), out,
                      sampler_cfg=s.cfg.sampler, step=s.module.checkpoint_step, guidance=s.guidance, seed=s.cfg.seed,
                      checkpoint=str(path), shards=len(s.cfg.shards))
     return [out / "metrics.json"]

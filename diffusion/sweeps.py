@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 
 from diffusion.distributed import in_slurm_job, relaunches_command
+from diffusion.processes import run_in_group
 from diffusion.runtime import CONF_DIR
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
@@ -84,18 +83,7 @@ def run_point(hydra_cfg: Any) -> dict[str, Any]:
     command = point_command(hydra_cfg)
     print(f"job {hydra_cfg.job.num}: DDP point as its own command: {' '.join(command[1:])}", flush=True)
     env = {**os.environ, SWEEP_POINT_ENV: str(hydra_cfg.sweep.dir)}
-    proc = subprocess.Popen(command, env=env, cwd=os.getcwd(), preexec_fn=os.setpgrp)  # noqa: PLW1509 - own group
-    try:
-        code = proc.wait()
-    except BaseException:
-        _signal_group(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=RANK_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
-        raise
-    finally:
-        _signal_group(proc.pid, signal.SIGKILL)
+    code = run_in_group(command, RANK_GRACE_S, env=env, cwd=os.getcwd())
     status = read_status(run_dir)
     if status is not None and status.get("status") == "ok":
         return status.get("metrics") or {}
@@ -104,13 +92,6 @@ def run_point(hydra_cfg: Any) -> dict[str, Any]:
 
         record_failure(run_dir, f"the DDP point's command exited with code {code} (its ranks' messages above)")
     raise PointFailed(str(run_dir))
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # the whole group has exited
 
 
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:

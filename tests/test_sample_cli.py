@@ -203,3 +203,13 @@ def test_a_checkpoint_is_sampled_with_its_runs_sampler_unless_one_is_named(tiny_
     r = sample(tiny_ckpt, tmp_path, "mode=bulk", "num_samples=2", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert line in r.stdout.splitlines(), r.stdout
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (3, 16, 16, 3)])
+def test_from_pixels_is_the_inverse_of_pixels(shape):
+    from diffusion.modes import from_pixels, pixels
+
+    images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    nchw = from_pixels(images)
+    assert nchw.shape == (3, 1 if len(shape) == 3 else 3, shape[1], shape[2]) and nchw.dtype == torch.uint8
+    assert np.array_equal(pixels(nchw), images)
