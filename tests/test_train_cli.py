@@ -126,6 +126,8 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.condition=middle", "condition must be 'all', 'bottleneck' or 'bottleneck_input', got 'middle'"),
     ("model.condition=bottleneck_input",
      "condition=bottleneck_input adds the embedding to the bottleneck's input: channels[-1] (128) must equal emb_dim"),
+    ("model.null_label=none", "null_label must be 'learned' or 'zero', got 'none'"),
+    ("model.time_dim=0", "time_dim must be a positive integer, got 0"),
     ("sampler=own", "sampler=own is sample.py's (a model's own sampler); a run names the one it samples with"),
     ("data.val_size=-1", "data.val_size ≥ 0 (0: validate on the test set)"),
     ("model.activation=tanh", "activation must be one of ['gelu', 'relu', 'silu'], got 'tanh'"),
