@@ -21,7 +21,7 @@ from diffusion.checks import (ConfigError, check_choice, check_guidance, check_p
                               is_number)
 from diffusion.distributed import claim_device, is_rank_zero
 from diffusion.module import LOSSES, compile_mode
-from diffusion.runtime import configure_cuda, uses_cuda
+from diffusion.runtime import configure_cuda, sampler_options, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.sweeps import RANK_GRACE_S, Resume, run_point, runs_as_own_command, sweep_launch_error
 
@@ -39,7 +39,7 @@ def check_config(cfg: DictConfig) -> None:
                           "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
     if not cfg.sampler.get("_target_"):
         raise ConfigError("sampler=own is sample.py's (a model's own sampler); a run names the one it samples with: "
-                          "sampler=ddim, ddpm or dpm_solver")
+                          f"sampler={', '.join(sampler_options())}")
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
     check_choice(cfg.loss, LOSSES, "loss")
