@@ -205,11 +205,11 @@ def mode_recognition(s: Sampling, out: Path) -> list[Path]:
 
 def save_npz(path: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
              made_by: dict[str, Any] | None = None) -> None:
-    """Write the npz atomically: never a partial file. `indices` (default 0…N−1) and `made_by` (JSON) let shards
-    of one run be merged."""
+    """Write the npz atomically (compressed), never a partial file. `indices` (default 0…N−1) and `made_by` (JSON)
+    let shards of one run be merged."""
     indices = np.arange(len(images)) if indices is None else indices
     extra = {"made_by": np.array(json.dumps(made_by, sort_keys=True))} if made_by is not None else {}
-    atomic_write(path, lambda f: np.savez(f, images=images, labels=labels, indices=indices, **extra))
+    atomic_write(path, lambda f: np.savez_compressed(f, images=images, labels=labels, indices=indices, **extra))
 
 
 def read_npz(path: Path) -> dict[str, Any]:

@@ -16,6 +16,17 @@ PAPER_TABLES: dict[tuple[str, int, float], tuple[float, float]] = {
     ("linear", 1000, 0.0): (21.12, 9.13),
     ("linear", 1000, 0.5): (24.67, 9.14),
 }
+TABLE2_GUIDANCE = 0.2  # Table 2 compares schedule × T at this ω
+TABLE3_SETTING = ("linear", 1000)  # Table 3 varies ω for this schedule and T
+
+
+def paper_tables_of(schedule: str, timesteps: int, guidance: float) -> list[int]:
+    """Which of the paper's Tables (2, 3) report a setting: [2], [3], [2, 3] (linear / 1000 / 0.2) or []."""
+    if (schedule, int(timesteps), float(guidance)) not in PAPER_TABLES:
+        return []
+    return [n for n, holds in ((2, guidance == TABLE2_GUIDANCE), (3, (schedule, timesteps) == TABLE3_SETTING)) if holds]
+
+
 # Table 1: the linear / 1000 / 0.2 model's FID computed 5 times; the paper gives 16.04 ± 0.11 for them
 PAPER_REPEATS = (16.19, 16.05, 15.97, 16.09, 15.92)
 

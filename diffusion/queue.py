@@ -1,11 +1,14 @@
-"""`python -m diffusion.queue QUEUE.yaml [--budget-s S]`: advance a committed queue of long GPU work by what fits.
+"""`python -m diffusion.queue QUEUE.yaml [--budget-s S] [--kinds K,…]`: advance a committed queue of long GPU work
+by what fits.
 
-A queue file names training points and how each is evaluated; it expands into pieces, in order: train point P
-(train.py, resumable), sample shard k of P at ω (sample.py mode=bulk shard=…), score P at ω (sample.py mode=merge
-evaluate=true, appending one line to `records.jsonl`). Every piece runs through the real entry points in its own
-process, writes under the queue's `out` folder and is done when its files say so, so the next invocation, on a
-fresh machine holding only the repository, carries on where this one stopped. A piece still running when the budget
-ends gets Ctrl-C (training keeps its last.ckpt and continues from it next time; a shard is made again).
+A queue file names training points and the evaluations of each (e.g. the paper's sampler and a fast one); it expands
+into pieces, in order: train point P (train.py, resumable), then per evaluation and ω: sample shard k (sample.py
+mode=bulk shard=…) and score (sample.py mode=merge evaluate=true, appending one line to `records.jsonl`). Every piece
+runs through the real entry points in its own process, writes under the queue's `out` folder and is done when its
+files say so, so the next invocation, on a fresh machine holding only the repository, carries on where this one
+stopped. A piece still running when the budget ends gets Ctrl-C (training keeps its last.ckpt and continues from it
+next time; a shard is made again). `--kinds train,sample` leaves the scoring to a machine that has the Inception
+weights (the GPU window cannot carry them in one call: ../shared/GPU.md).
 """
 
 from __future__ import annotations
@@ -29,51 +32,68 @@ from diffusion.sweeps import quoted
 ROOT = CONF_DIR.parent
 RECORDS = "records.jsonl"
 GRACE_S = 60  # after Ctrl-C at the budget's end: time to save before the piece is killed
+KINDS = ("train", "sample", "score")
+EVALUATION_KEYS = ("guidance", "num_samples", "shards")  # each evaluation's required keys; sample/score: overrides
+
+
+class QueueError(ValueError):
+    """A queue file that cannot be run as written."""
 
 
 @dataclass(frozen=True)
 class Piece:
-    """One unit of queued work: train a point, sample one shard of it at ω, or score it at ω."""
+    """One unit of queued work: train a point, or for one of its evaluations at ω: sample one shard, or score."""
 
     kind: str  # train | sample | score
     point: str
+    evaluation: str | None = None
     guidance: float | None = None
     shard: int | None = None
 
     def __str__(self) -> str:
-        at = "" if self.guidance is None else f" ω={self.guidance:g}"
+        at = "" if self.guidance is None else f" {self.evaluation} ω={self.guidance:g}"
         return f"{self.kind} {self.point}{at}" + ("" if self.shard is None else f" shard {self.shard}")
 
 
 class Queue:
-    """A queue file (YAML: `out`, `points: {name: {train: [...], evaluate: {...}}}`) and its output folder."""
+    """A queue file (YAML: `out`, `points: {name: {train: [...], evaluate: {evaluation: {...}}}}`) and its output."""
 
     def __init__(self, path: str | Path) -> None:
         self.spec = OmegaConf.load(path)  # plain YAML: nothing in it can run
         self.out = ROOT / str(self.spec.out)
+        for name, point in self.spec.points.items():
+            for evaluation, ev in point.get("evaluate", {}).items():
+                if not OmegaConf.is_dict(ev) or any(key not in ev for key in EVALUATION_KEYS):
+                    raise QueueError(f"{path}: points.{name}.evaluate.{evaluation} must be a mapping with "
+                                     f"{', '.join(EVALUATION_KEYS)} (and sample/score overrides); `evaluate` names "
+                                     "each evaluation of a point, e.g. paper: {{...}}, fast: {{...}}")
 
     def pieces(self) -> list[Piece]:
-        """Every piece in the order they run: a point's training, then per ω its shards and its score."""
+        """Every piece in the order they run: a point's training, then per evaluation and ω its shards and score."""
         found = []
         for name, point in self.spec.points.items():
             found.append(Piece("train", name))
-            for w in point.evaluate.guidance:
-                found += [Piece("sample", name, float(w), k) for k in range(point.evaluate.shards)]
-                found.append(Piece("score", name, float(w)))
+            for evaluation, ev in point.get("evaluate", {}).items():
+                for w in ev.guidance:
+                    found += [Piece("sample", name, evaluation, float(w), k) for k in range(ev.shards)]
+                    found.append(Piece("score", name, evaluation, float(w)))
         return found
+
+    def evaluation(self, p: Piece) -> Any:
+        return self.spec.points[p.point].evaluate[p.evaluation]
 
     def run_dir(self, p: Piece) -> Path:
         return self.out / p.point / "run"
 
     def eval_dir(self, p: Piece) -> Path:
-        return self.out / p.point / f"guidance={p.guidance:g}"
+        return self.out / p.point / p.evaluation / f"guidance={p.guidance:g}"
 
     def shard_dir(self, p: Piece, k: int) -> Path:
         return self.eval_dir(p) / f"shard{k}"
 
     def shard_range(self, p: Piece, k: int) -> tuple[int, int]:
         """Images [start, stop) of shard k: num_samples split into `shards` near-equal ranges."""
-        n, shards = self.spec.points[p.point].evaluate.num_samples, self.spec.points[p.point].evaluate.shards
+        n, shards = self.evaluation(p).num_samples, self.evaluation(p).shards
         return k * n // shards, (k + 1) * n // shards
 
     def done(self, p: Piece) -> bool:
@@ -87,15 +107,45 @@ class Queue:
         if p.kind == "score":
             return self.record(p) is not None  # written by finish(), after metrics.json
         npz = self.shard_dir(p, p.shard) / "samples.npz"
-        return self.done(Piece("score", p.point, p.guidance)) or (
+        return self.done(Piece("score", p.point, p.evaluation, p.guidance)) or (
             npz.is_file() and read_npz(npz)["indices"].tolist() == list(range(*self.shard_range(p, p.shard))))
+
+    def setting(self, point: str) -> dict[str, Any]:
+        """What a point trains, read from its composed training config (no run needed): data, schedule, T, compute."""
+        from hydra import compose, initialize_config_dir
+
+        train = list(self.spec.points[point].train)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=train)
+        experiment = next((o.split("=", 1)[1] for o in train if o.startswith("experiment=")), None)
+        return {"data": cfg.data.name, "schedule": cfg.schedule.kind, "timesteps": int(cfg.timesteps),
+                "steps": int(cfg.trainer.max_steps), "batch_size": int(cfg.data.batch_size), "experiment": experiment}
+
+    def progress(self, point: str, evaluation: str, guidance: float) -> str:
+        """"done", or what one evaluation of a point at ω still waits for."""
+        if not self.done(Piece("train", point)):
+            return "queued: training"
+        if self.done(Piece("score", point, evaluation, guidance)):
+            return "done"
+        shards = self.spec.points[point].evaluate[evaluation].shards
+        sampled = sum(self.done(Piece("sample", point, evaluation, guidance, k)) for k in range(shards))
+        return "queued: scoring" if sampled == shards else f"queued: {sampled} of {shards} shards sampled"
+
+    def ready(self, p: Piece) -> bool:
+        """Whether what a piece reads is there: a shard needs its point trained, a score all its shards."""
+        if p.kind == "sample":
+            return self.done(Piece("train", p.point))
+        if p.kind == "score":
+            return all(self.done(Piece("sample", p.point, p.evaluation, p.guidance, k))
+                       for k in range(self.evaluation(p).shards))
+        return True
 
     def command(self, p: Piece) -> list[str]:
         """The entry-point command line of a piece."""
         point = self.spec.points[p.point]
         if p.kind == "train":
             return ["train.py", *point.train, f"hydra.run.dir={quoted(self.run_dir(p))}", "resume=true", "eval.num_samples=0"]
-        ev = point.evaluate
+        ev = self.evaluation(p)
         common = [f"ckpt_path={quoted(self.run_dir(p) / 'model.safetensors')}", f"num_samples={ev.num_samples}",
                   f"guidance={p.guidance}", *ev.get("sample", [])]
         if p.kind == "sample":
@@ -112,12 +162,13 @@ class Queue:
             shutil.rmtree(self.run_dir(p) / "checkpoints", ignore_errors=True)
         if p.kind == "score":
             m = json.loads((self.eval_dir(p) / "metrics.json").read_text())
-            record = {"point": p.point, "guidance": p.guidance, "train": list(self.spec.points[p.point].train),
+            record = {"point": p.point, "evaluation": p.evaluation, "guidance": p.guidance,
+                      "train": list(self.spec.points[p.point].train),
                       "step": m.get("step"), "num_samples": m.get("num_samples"), "sampler": sampler_label(m),
                       **{key: value(m, key) for key in headline_keys()}}
             with open(self.out / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            for k in range(self.spec.points[p.point].evaluate.shards):
+            for k in range(self.evaluation(p).shards):
                 shutil.rmtree(self.shard_dir(p, k), ignore_errors=True)
 
     def records(self) -> list[dict[str, Any]]:
@@ -125,7 +176,8 @@ class Queue:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
     def record(self, p: Piece) -> dict[str, Any] | None:
-        return next((r for r in self.records() if (r["point"], r["guidance"]) == (p.point, p.guidance)), None)
+        key = (p.point, p.evaluation, p.guidance)
+        return next((r for r in self.records() if (r["point"], r.get("evaluation"), r["guidance"]) == key), None)
 
 
 def run_piece(command: list[str], deadline: float) -> int | None:
@@ -150,16 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-piece-s", type=float, default=30.0,
                         help="do not start a piece with less than this left of the budget")
     parser.add_argument("--max-pieces", type=int, default=None, help="run at most this many pieces")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="run only pieces of these kinds, e.g. train,sample (scores then wait for a machine "
+                             "with the Inception weights) or score")
     args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        print(f"error: --kinds takes a comma-separated list of {', '.join(KINDS)}; got {args.kinds!r}", file=sys.stderr)
+        return 2
     if not Path(args.queue).is_file():
         print(f"error: no queue file {args.queue}", file=sys.stderr)
         return 1
-    queue, start = Queue(args.queue), time.monotonic()
-    deadline = start + args.budget_s
+    try:
+        queue = Queue(args.queue)
+    except QueueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.budget_s
     ran = 0
     for piece in report(queue):
         if args.max_pieces is not None and ran >= args.max_pieces:
             break
+        if piece.kind not in kinds or not queue.ready(piece):  # another machine's kind, or waiting for one
+            continue
         if deadline - time.monotonic() < args.min_piece_s:
             print(f"budget: {max(0.0, deadline - time.monotonic()):.0f} s left, less than --min-piece-s; stopping")
             break
@@ -173,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         if code is None or not produced:
             print(f"piece: {piece} not finished ({'budget ended' if code is None else f'exit code {code}'}, "
                   f"{time.monotonic() - began:.0f} s); it carries on next time")
+            state = queue.run_dir(piece) / "checkpoints" / "last.ckpt"
+            if piece.kind == "train" and state.is_file():
+                print(f"piece: {piece} keeps its training state in {state} ({state.stat().st_size / 2**20:.0f} MiB): "
+                      "a fresh machine carries on from it only if it travels with the repository")
             if code is not None:
                 return 1
             break

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion.published import PAPER_TABLES, paper_scores
+from diffusion.published import PAPER_TABLES, paper_scores, paper_tables_of
 from diffusion import records
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
 
@@ -48,7 +48,7 @@ def paper_comparison(rows: list[dict[str, Any]]) -> str:
     lines = ["| paper table | schedule | T | ω | paper FID | paper IS | this sweep (Inception FID / IS) |",
              "|---|---|---:|---:|---:|---:|---|"]
     for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
-        table = "2 and 3" if (schedule, T, w) == ("linear", 1000, 0.2) else ("3" if w != 0.2 else "2")
+        table = " and ".join(map(str, paper_tables_of(schedule, T, w)))
         ours = [f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))} ({r['run']})" for r in rows
                 if r.get("status") == "ok" and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
         found = "; ".join(ours) or "not run"
