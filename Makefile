@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-sample clean
+.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-sample gpu-carry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -80,6 +80,15 @@ bench: data  ## training throughput: default configuration vs a plain fp32 PyTor
 
 bench-sample: evaluators  ## per sampler setting: images/s, network evaluations and classifier FID at 2k samples (newest checkpoint; ARGS=... passes options)
 	$(BIN)/python -m benchmarks.sample_speed $(ARGS)
+
+GPU_CARRY := .gpu
+gpu-carry: data  ## what a bare offline GPU machine lacks, for scripts/gpu_window.sh: 3 wheels and MNIST, in .gpu/ (docs/results.md)
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(GPU_CARRY) \
+	  $$(grep -i -E '^(hydra-core|omegaconf)==' $(LOCK))
+	$(BIN)/pip wheel -q --no-deps -w $(GPU_CARRY) $$(grep -i '^antlr4-python3-runtime==' $(LOCK))
+	tar czf $(GPU_CARRY)/mnist.tgz -C $(DATA) MNIST
+	@du -sh $(GPU_CARRY)
 
 clean:  ## remove run outputs (keeps .venv and data)
 	rm -rf outputs multirun .pytest_cache

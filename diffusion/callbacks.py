@@ -1,8 +1,9 @@
 """Callbacks Lightning does not ship: class-grid samples and loss curves during training, a crash checkpoint that
-skips NaNs."""
+skips NaNs, the fit's wall time and images/s."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,32 @@ from diffusion.module import DiffusionModule, NonFiniteLossError
 def batch_size(batch: Any) -> int:
     """Images in a (x, y) batch, for ThroughputMonitor."""
     return int(batch[0].shape[0])
+
+
+class FitClock(L.Callback):
+    """This fit's wall time and training images/s, all ranks, from its first step to its last (validation, sample
+    grids and compilation included; a resumed run counts its own steps only): `metrics()` after fit."""
+
+    def __init__(self) -> None:
+        self.start, self.seconds, self.images = 0.0, 0.0, 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start, self.images = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.images += batch_size(batch) * trainer.world_size
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # the queued GPU work belongs to this fit
+        self.seconds = time.perf_counter() - self.start
+
+    def metrics(self) -> dict[str, float]:
+        """{"fit_seconds", "fit_images_per_s"}; empty if no step ran."""
+        if not self.images or self.seconds <= 0:
+            return {}
+        return {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1)}
 
 
 class InterruptCheckpoint(L.Callback):

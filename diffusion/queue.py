@@ -24,13 +24,15 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from diffusion.files import file_digest
 from diffusion.processes import run_in_group
 from diffusion.records import headline_keys, sampler_label, value
 from diffusion.runtime import CONF_DIR
-from diffusion.sweeps import quoted
+from diffusion.sweeps import quoted, read_status
 
 ROOT = CONF_DIR.parent
 RECORDS = "records.jsonl"
+WEIGHTS, DROPPED = "model.safetensors", "model.sha256"  # a point's weights; what is left of them once dropped
 GRACE_S = 60  # after Ctrl-C at the budget's end: time to save before the piece is killed
 KINDS = ("train", "sample", "score")
 EVALUATION_KEYS = ("guidance", "num_samples", "shards")  # each evaluation's required keys; sample/score: overrides
@@ -56,7 +58,8 @@ class Piece:
 
 
 class Queue:
-    """A queue file (YAML: `out`, `points: {name: {train: [...], evaluate: {evaluation: {...}}}}`) and its output."""
+    """A queue file (YAML: `out`, `keep_weights`, `points: {name: {train: [...], evaluate: {evaluation: {...}},
+    keep_weights}}`) and its output folder."""
 
     def __init__(self, path: str | Path) -> None:
         self.spec = OmegaConf.load(path)  # plain YAML: nothing in it can run
@@ -99,11 +102,11 @@ class Queue:
     def done(self, p: Piece) -> bool:
         """Whether a piece's outputs are complete (read from the files, not from a state of the queue's own)."""
         from diffusion.modes import read_npz
-        from diffusion.sweeps import read_status
 
         if p.kind == "train":
-            status = read_status(self.run_dir(p))
-            return status is not None and status["status"] == "ok" and (self.run_dir(p) / "model.safetensors").is_file()
+            status, run = read_status(self.run_dir(p)), self.run_dir(p)
+            return (status is not None and status["status"] == "ok"
+                    and ((run / WEIGHTS).is_file() or (run / DROPPED).is_file()))
         if p.kind == "score":
             return self.record(p) is not None  # written by finish(), after metrics.json
         npz = self.shard_dir(p, p.shard) / "samples.npz"
@@ -134,7 +137,7 @@ class Queue:
     def ready(self, p: Piece) -> bool:
         """Whether what a piece reads is there: a shard needs its point trained, a score all its shards."""
         if p.kind == "sample":
-            return self.done(Piece("train", p.point))
+            return self.done(Piece("train", p.point)) and (self.run_dir(p) / WEIGHTS).is_file()
         if p.kind == "score":
             return all(self.done(Piece("sample", p.point, p.evaluation, p.guidance, k))
                        for k in range(self.evaluation(p).shards))
@@ -146,7 +149,7 @@ class Queue:
         if p.kind == "train":
             return ["train.py", *point.train, f"hydra.run.dir={quoted(self.run_dir(p))}", "resume=true", "eval.num_samples=0"]
         ev = self.evaluation(p)
-        common = [f"ckpt_path={quoted(self.run_dir(p) / 'model.safetensors')}", f"num_samples={ev.num_samples}",
+        common = [f"ckpt_path={quoted(self.run_dir(p) / WEIGHTS)}", f"num_samples={ev.num_samples}",
                   f"guidance={p.guidance}", *ev.get("sample", [])]
         if p.kind == "sample":
             start, stop = self.shard_range(p, p.shard)
@@ -162,14 +165,29 @@ class Queue:
             shutil.rmtree(self.run_dir(p) / "checkpoints", ignore_errors=True)
         if p.kind == "score":
             m = json.loads((self.eval_dir(p) / "metrics.json").read_text())
+            fit = (read_status(self.run_dir(p)) or {}).get("metrics", {})  # the last training piece's clock
             record = {"point": p.point, "evaluation": p.evaluation, "guidance": p.guidance,
                       "train": list(self.spec.points[p.point].train),
+                      "model_sha256": file_digest(self.run_dir(p) / WEIGHTS),
                       "step": m.get("step"), "num_samples": m.get("num_samples"), "sampler": sampler_label(m),
-                      **{key: value(m, key) for key in headline_keys()}}
+                      **{key: value(m, key) for key in headline_keys()},
+                      **{key: fit[key] for key in ("fit_seconds", "fit_images_per_s") if key in fit}}
             with open(self.out / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             for k in range(self.evaluation(p).shards):
                 shutil.rmtree(self.shard_dir(p, k), ignore_errors=True)
+            self.drop_weights(p.point)
+
+    def drop_weights(self, point: str) -> None:
+        """A point with `keep_weights: false` (its own, else the queue's; default true) keeps only its weights' SHA-256 once every piece of it is done, so the
+        repository a GPU window carries stays small (docs/results.md); the records name the weights they came from."""
+        run = self.out / point / "run"
+        keep = self.spec.points[point].get("keep_weights", self.spec.get("keep_weights", True))
+        if keep or not (run / WEIGHTS).is_file():
+            return
+        if all(self.done(q) for q in self.pieces() if q.point == point):
+            (run / DROPPED).write_text(f"{file_digest(run / WEIGHTS)}  {WEIGHTS}\n")
+            (run / WEIGHTS).unlink()
 
     def records(self) -> list[dict[str, Any]]:
         path = self.out / RECORDS

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion.callbacks import FitClock
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
@@ -162,7 +163,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     if is_rank_zero():
         print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else []
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None]
+    clock = FitClock()
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + [clock]
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
@@ -176,6 +178,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["global_step"], metrics["world_size"] = trainer.global_step, trainer.world_size
+        metrics.update(clock.metrics())
         if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
             print(f"weights: {export_safetensors(module, run_dir / 'model.safetensors')}")
         if cfg.eval.num_samples:
@@ -184,7 +187,9 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero:
-        print(f"finished at step {trainer.global_step}; run directory: {run_dir}")
+        speed = (f" ({metrics['fit_images_per_s']:,.0f} training images/s over {metrics['fit_seconds']:.0f} s, "
+                 "validation included)") if "fit_seconds" in metrics else ""
+        print(f"finished at step {trainer.global_step}{speed}; run directory: {run_dir}")
     return metrics
 
 

@@ -56,6 +56,9 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
     steps = [step for step, _ in curve["train"]]
     assert steps == sorted(steps) and steps[0] < 30 < steps[-1]  # the resumed run's curve starts before the resume
     assert (b / "loss_curves.png").is_file()
+    for run in (a, b):  # the fit's clock counts its own 30 steps × 32 images, a resumed one too
+        m = json.loads((run / "status.json").read_text())["metrics"]
+        assert m["fit_seconds"] > 0 and m["fit_images_per_s"] * m["fit_seconds"] == pytest.approx(30 * 32, rel=0.02)
 
 
 def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_path):
