@@ -24,29 +24,52 @@ def batch_size(batch: Any) -> int:
 
 
 class FitClock(L.Callback):
-    """This fit's wall time and training images/s, all ranks, from its first step to its last (validation, sample
-    grids and compilation included; a resumed run counts its own steps only): `metrics()` after fit."""
+    """This fit's wall time and training images/s, all ranks: over the whole fit (validation, sample grids and
+    compilation included; a resumed run counts its own steps only) and, `steady`, after its first `warmup_steps`
+    steps (compilation and CUDA-graph capture happen there). `metrics()` after fit."""
 
-    def __init__(self) -> None:
-        self.start, self.seconds, self.images = 0.0, 0.0, 0
+    def __init__(self, warmup_steps: int = 20) -> None:
+        self.warmup_steps, self.seconds, self.images, self.steps = warmup_steps, 0.0, 0, 0
+        self.start, self.steady_start, self.steady_images = 0.0, None, 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start, self.images = time.perf_counter(), 0
+        self.start, self.images, self.steps, self.steady_start = time.perf_counter(), 0, 0, None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.images += batch_size(batch) * trainer.world_size
+        images = batch_size(batch) * trainer.world_size
+        self.images, self.steps = self.images + images, self.steps + 1
+        if self.steady_start is not None:
+            self.steady_images += images
+        elif self.steps == self.warmup_steps:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)  # once: the warm-up's GPU work is not the steady state's
+            self.steady_start, self.steady_images = time.perf_counter(), 0
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)  # the queued GPU work belongs to this fit
-        self.seconds = time.perf_counter() - self.start
+        self.end = time.perf_counter()
+        self.seconds = self.end - self.start
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        try:
+            self.on_train_end(trainer, pl_module)
+        except RuntimeError:  # a device that failed cannot be synchronised: nothing to report
+            return
+        if trainer.is_global_zero and (m := self.metrics()):  # what the stopped fit reached (e.g. a cut queue piece)
+            steady = f", {m['steady_images_per_s']:,.0f} after the warm-up" if "steady_images_per_s" in m else ""
+            print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s: "
+                  f"{m['fit_images_per_s']:,.0f} training images/s{steady}", flush=True)
 
     def metrics(self) -> dict[str, float]:
-        """{"fit_seconds", "fit_images_per_s"}; empty if no step ran."""
+        """fit_seconds, fit_images_per_s and, past the warm-up, steady_images_per_s; empty if no step ran."""
         if not self.images or self.seconds <= 0:
             return {}
-        return {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1)}
+        found = {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1)}
+        if self.steady_start is not None and self.steady_images and self.end > self.steady_start:
+            found["steady_images_per_s"] = round(self.steady_images / (self.end - self.steady_start), 1)
+        return found
 
 
 class InterruptCheckpoint(L.Callback):

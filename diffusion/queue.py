@@ -58,8 +58,8 @@ class Piece:
 
 
 class Queue:
-    """A queue file (YAML: `out`, `keep_weights`, `points: {name: {train: [...], evaluate: {evaluation: {...}},
-    keep_weights}}`) and its output folder."""
+    """A queue file (YAML: `out`, `train` (overrides for every point), `keep_weights`, `points: {name: {train: [...],
+    evaluate: {evaluation: {...}}, keep_weights}}`) and its output folder."""
 
     def __init__(self, path: str | Path) -> None:
         self.spec = OmegaConf.load(path)  # plain YAML: nothing in it can run
@@ -113,11 +113,15 @@ class Queue:
         return self.done(Piece("score", p.point, p.evaluation, p.guidance)) or (
             npz.is_file() and read_npz(npz)["indices"].tolist() == list(range(*self.shard_range(p, p.shard))))
 
+    def train_overrides(self, point: str) -> list[str]:
+        """A point's train.py overrides: the queue's common `train` list, then the point's own."""
+        return [*self.spec.get("train", []), *self.spec.points[point].train]
+
     def setting(self, point: str) -> dict[str, Any]:
         """What a point trains, read from its composed training config (no run needed): data, schedule, T, compute."""
         from hydra import compose, initialize_config_dir
 
-        train = list(self.spec.points[point].train)
+        train = self.train_overrides(point)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("train", overrides=train)
         experiment = next((o.split("=", 1)[1] for o in train if o.startswith("experiment=")), None)
@@ -145,9 +149,9 @@ class Queue:
 
     def command(self, p: Piece) -> list[str]:
         """The entry-point command line of a piece."""
-        point = self.spec.points[p.point]
         if p.kind == "train":
-            return ["train.py", *point.train, f"hydra.run.dir={quoted(self.run_dir(p))}", "resume=true", "eval.num_samples=0"]
+            return ["train.py", *self.train_overrides(p.point), f"hydra.run.dir={quoted(self.run_dir(p))}",
+                    "resume=true", "eval.num_samples=0"]
         ev = self.evaluation(p)
         common = [f"ckpt_path={quoted(self.run_dir(p) / WEIGHTS)}", f"num_samples={ev.num_samples}",
                   f"guidance={p.guidance}", *ev.get("sample", [])]
@@ -167,11 +171,11 @@ class Queue:
             m = json.loads((self.eval_dir(p) / "metrics.json").read_text())
             fit = (read_status(self.run_dir(p)) or {}).get("metrics", {})  # the last training piece's clock
             record = {"point": p.point, "evaluation": p.evaluation, "guidance": p.guidance,
-                      "train": list(self.spec.points[p.point].train),
+                      "train": self.train_overrides(p.point),
                       "model_sha256": file_digest(self.run_dir(p) / WEIGHTS),
                       "step": m.get("step"), "num_samples": m.get("num_samples"), "sampler": sampler_label(m),
                       **{key: value(m, key) for key in headline_keys()},
-                      **{key: fit[key] for key in ("fit_seconds", "fit_images_per_s") if key in fit}}
+                      **{key: fit[key] for key in ("fit_seconds", "fit_images_per_s", "steady_images_per_s") if key in fit}}
             with open(self.out / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             for k in range(self.evaluation(p).shards):

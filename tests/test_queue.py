@@ -3,6 +3,7 @@ piece (a GPU window without the Inception weights, then a CPU for the scores), e
 the docs' Tables 2/3 render from those records."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -51,7 +52,7 @@ def test_a_queue_stopped_between_pieces_and_split_by_kind_carries_on_to_the_reco
 
     # not compared: the training pieces' wall time (measured), and the weights file's hash (safetensors writes its
     # metadata keys in an order that differs from process to process; the tensors are the same)
-    clock = ("fit_seconds", "fit_images_per_s", "model_sha256")
+    clock = ("fit_seconds", "fit_images_per_s", "steady_images_per_s", "model_sha256")
     records = {name: [{k: v for k, v in json.loads(line).items() if k not in clock}
                       for line in (tmp_path / name / "records.jsonl").read_text().splitlines()] for name in queues}
     assert len(records["whole"]) == 2 and records["pieces"] == records["whole"]
@@ -113,6 +114,7 @@ def test_the_gpu_window_script_advances_a_queue_and_packs_its_folder_and_a_cut_t
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     log = (out / "queue.log").read_text()
     assert "piece: train long not finished (budget ended" in log and "1 of 2 pieces done; next: train long" in log
+    assert re.search(r"stopped at step \d+ after \d+ s: [\d,]+ training images/s, [\d,]+ after the warm-up", log)
     for archive in ("results", "state"):
         parts = sorted(out.glob(f"{archive}.tgz.*"))
         assert [p.name for p in parts] == [f"{archive}.tgz.00"] and parts[0].stat().st_size < 15 * 2**20
@@ -124,3 +126,16 @@ def test_the_gpu_window_script_advances_a_queue_and_packs_its_folder_and_a_cut_t
     assert (results / "long/run/checkpoints/interrupted.ckpt").is_file()  # left behind: only last.ckpt travels
     for f in ("tiny/run/model.safetensors", "long/run/checkpoints/last.ckpt"):
         assert (unpacked / f).read_bytes() == (results / f).read_bytes()
+
+
+def test_the_queues_common_training_overrides_come_before_each_points_own(tmp_path):
+    from diffusion.queue import Piece, Queue
+
+    path = tmp_path / "q.yaml"
+    path.write_text(json.dumps({"out": str(tmp_path / "out"), "train": ["trainer=gpu", "compile=reduce-overhead"],
+                                "points": {"a": {"train": ["schedule=cosine", "timesteps=4000"]}}}))
+    queue = Queue(path)
+    assert queue.command(Piece("train", "a"))[:5] == ["train.py", "trainer=gpu", "compile=reduce-overhead",
+                                                      "schedule=cosine", "timesteps=4000"]
+    assert queue.setting("a") | {"steps": None} == {"data": "mnist", "schedule": "cosine", "timesteps": 4000,
+                                                    "steps": None, "batch_size": 128, "experiment": None}

@@ -59,6 +59,7 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
     for run in (a, b):  # the fit's clock counts its own 30 steps × 32 images, a resumed one too
         m = json.loads((run / "status.json").read_text())["metrics"]
         assert m["fit_seconds"] > 0 and m["fit_images_per_s"] * m["fit_seconds"] == pytest.approx(30 * 32, rel=0.02)
+        assert m["steady_images_per_s"] > 0  # the 10 steps after the first 20
 
 
 def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_path):
