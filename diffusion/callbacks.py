@@ -23,6 +23,11 @@ def batch_size(batch: Any) -> int:
     return int(batch[0].shape[0])
 
 
+def rate(images_per_s: float) -> str:
+    """An images/s figure as printed: "15,800", "758", "0.287"."""
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.3g}"
+
+
 class FitClock(L.Callback):
     """This fit's wall time and training images/s, all ranks: over the whole fit (validation, sample grids and
     compilation included; a resumed run counts its own steps only) and, `steady`, after its first `warmup_steps`
@@ -58,9 +63,9 @@ class FitClock(L.Callback):
         except RuntimeError:  # a device that failed cannot be synchronised: nothing to report
             return
         if trainer.is_global_zero and (m := self.metrics()):  # what the stopped fit reached (e.g. a cut queue piece)
-            steady = f", {m['steady_images_per_s']:,.0f} after the warm-up" if "steady_images_per_s" in m else ""
+            steady = f", {rate(m['steady_images_per_s'])} after the warm-up" if "steady_images_per_s" in m else ""
             print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s: "
-                  f"{m['fit_images_per_s']:,.0f} training images/s{steady}", flush=True)
+                  f"{rate(m['fit_images_per_s'])} training images/s{steady}", flush=True)
 
     def metrics(self) -> dict[str, float]:
         """fit_seconds, fit_images_per_s and, past the warm-up, steady_images_per_s; empty if no step ran."""

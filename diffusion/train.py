@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion.callbacks import FitClock
+from diffusion.callbacks import FitClock, rate
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
@@ -187,7 +187,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero:
-        speed = (f" ({metrics['fit_images_per_s']:,.0f} training images/s over {metrics['fit_seconds']:.0f} s, "
+        speed = (f" ({rate(metrics['fit_images_per_s'])} training images/s over {metrics['fit_seconds']:.0f} s, "
                  "validation included)") if "fit_seconds" in metrics else ""
         print(f"finished at step {trainer.global_step}{speed}; run directory: {run_dir}")
     return metrics
