@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-sample gpu-carry clean
+.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-entry bench-sample gpu-carry clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ demo: $(STAMP)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop
 	$(BIN)/python -m benchmarks.train_speed
+
+bench-entry: data  ## training images/s through train.py, eager against compile=reduce-overhead (ARGS=... passes options)
+	$(BIN)/python -m benchmarks.entry_speed $(ARGS)
 
 bench-sample: evaluators  ## per sampler setting: images/s, network evaluations and classifier FID at 2k samples (newest checkpoint; ARGS=... passes options)
 	$(BIN)/python -m benchmarks.sample_speed $(ARGS)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One GPU window of a queue (docs/results.md, "A GPU window"): on a bare, offline CUDA machine with PyTorch, from the
 # repository root, with `make gpu-carry`'s folder .gpu/ beside it (the missing wheels and MNIST):
-#   OUT=<folder that comes back> [BUDGET_S=480] bash scripts/gpu_window.sh [QUEUE]
+#   OUT=<folder that comes back> [BUDGET_S=480] [BENCH_STEPS=600] bash scripts/gpu_window.sh [QUEUE]
+# BENCH_STEPS first measures train.py's images/s, eager against compiled (benchmarks/entry_speed.py, $OUT/bench.md),
+# out of the same budget.
 # Advances the queue by what fits the budget (scores too where the Inception weights are), then packs its output
 # folder into $OUT/results.tgz.NN, parts of at most 15 MiB, and the state of a training the budget cut off into
 # $OUT/state.tgz.NN: `cat results.tgz.* | tar xzf -` (then state.tgz.*) in the repository root puts them back.
@@ -21,6 +23,12 @@ fi
 kinds=train,sample
 [ -f data/evaluators/inception_default_1.pt ] && kinds=train,sample,score
 if command -v nvidia-smi >/dev/null; then nvidia-smi -L; fi
+
+start=$SECONDS
+if [ -n "${BENCH_STEPS:-}" ]; then
+  "$python" -m benchmarks.entry_speed --steps "$BENCH_STEPS" | tee "$out/bench.md" || true
+fi
+budget=$((budget - (SECONDS - start)))
 
 status=0
 PYTHONUNBUFFERED=1 "$python" -m diffusion.queue "$queue" --budget-s "$budget" --kinds "$kinds" 2>&1 \

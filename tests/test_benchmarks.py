@@ -43,3 +43,15 @@ def test_bench_sample_sweeps_steps_and_plots_quality_against_them(tiny_ckpt, tmp
     for _, steps, w, nfe in rows:  # ω = 0: the conditional pass alone; ω ≠ 0: and the ∅ pass at every step
         assert float(nfe) == int(steps) * (1 if w == "0" else 2)
     assert plot.is_file() and str(plot) in r.stdout
+
+
+def test_bench_entry_compares_train_py_variants_side_by_side():
+    r = subprocess.run([sys.executable, "-m", "benchmarks.entry_speed", "--steps", "30", "debug=fast",
+                        "--variant", "tiny", "--variant", "tiny, compiled", "compile=false"], cwd=ROOT, text=True,
+                       capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in r.stdout.splitlines() if line.startswith("| tiny")]
+    assert [row[0] for row in rows] == ["tiny", "tiny, compiled"]
+    (_, eager, _, _, none), (_, same, whole, seconds, ratio) = rows
+    assert none == "" and float(ratio.rstrip("×")) == round(float(same) / float(eager), 2)
+    assert float(whole) * float(seconds) > 30 * 32 * 0.98  # the whole fit: 30 steps of 32 images
