@@ -69,7 +69,7 @@ class Queue:
                 if not OmegaConf.is_dict(ev) or any(key not in ev for key in EVALUATION_KEYS):
                     raise QueueError(f"{path}: points.{name}.evaluate.{evaluation} must be a mapping with "
                                      f"{', '.join(EVALUATION_KEYS)} (and sample/score overrides); `evaluate` names "
-                                     "each evaluation of a point, e.g. paper: {{...}}, fast: {{...}}")
+                                     "each evaluation of a point, e.g. paper: {...}, fast: {...}")
 
     def pieces(self) -> list[Piece]:
         """Every piece in the order they run: a point's training, then per evaluation and ω its shards and score."""
