@@ -70,3 +70,20 @@ def test_two_point_multirun_on_the_gpu(tmp_path, data_root):
     assert r.returncode == 0, r.stderr[-3000:]
     statuses = sorted(json.loads(p.read_text())["status"] for p in tmp_path.glob("*/status.json"))
     assert statuses == ["ok", "ok"] and len(list(tmp_path.glob("*/metrics.json"))) == 2
+
+
+def test_the_paper_recipe_compiled_into_cuda_graphs_trains_like_eager(tmp_path, data_root):
+    """compile=reduce-overhead (the GPU queue's setting) through train.py on CUDA: the same losses as eager, step for
+    step, in fp32 (TF32 matmuls: loose tolerance), and a steady images/s in status.json."""
+    losses = {}
+    for setting in ("false", "reduce-overhead"):
+        run = tmp_path / setting
+        r = run_entry("train.py", "trainer=gpu", "experiment=ablation_schedule", "trainer.precision=32",
+                      "trainer.max_steps=40", "trainer.log_every_n_steps=1", "eval.num_samples=0", "logger=csv",
+                      "callbacks.sample_grid=null", *QUIET, f"compile={setting}", f"hydra.run.dir={run}", timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+        column = rows[0].split(",").index("train/loss_step")
+        losses[setting] = [float(v) for row in rows[1:] if (v := row.split(",")[column])]
+        assert json.loads((run / "status.json").read_text())["metrics"]["steady_images_per_s"] > 0
+    assert len(losses["reduce-overhead"]) == 40 and losses["reduce-overhead"] == pytest.approx(losses["false"], rel=1e-2)
