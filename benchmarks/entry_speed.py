@@ -1,13 +1,14 @@
 """Training images/s through `train.py` itself, eager against compiled, side by side in one run.
 
-`python -m benchmarks.entry_speed [common overrides ...] [--steps 600] [--parallel K] [--variant NAME OVERRIDE ...]`. Each variant
-is one `train.py` run of `--steps` steps with its overrides (and the common ones), no end-of-run evaluation, sample
-grid or progress bar; the figure is `steady_images_per_s` from its status.json (diffusion.callbacks.FitClock: after
-the first 20 steps, so compilation and CUDA-graph capture are left out, checkpoints and validation kept), and the
-whole fit's images/s beside it; `--parallel K` runs K copies of each at once and sums them (K sweep points sharing
-one GPU; each copy timed over its own steps). Default variants: the default U-Net at batch 128 and the seed paper's recipe
-(`experiment=ablation_schedule`, batch 32), each eager and with `compile=reduce-overhead`; on a GPU `trainer=gpu`
-is added. Prints a Markdown table with each compiled variant's speed-up over its eager one.
+`python -m benchmarks.entry_speed [common overrides ...] [--steps 600] [--parallel K] [--variant NAME OVERRIDE ...]`
+(the common overrides first). Each variant is one `train.py` run of `--steps` steps with its overrides and the
+common ones, without end-of-run evaluation, sample grid or progress bar; the figure is `steady_images_per_s` from
+its status.json (diffusion.callbacks.FitClock: after the first 20 steps, so compilation and CUDA-graph capture are
+left out, checkpoints and validation kept), with the whole fit's images/s beside it. `--parallel K` runs K copies of
+each at once and sums them (K sweep points sharing one GPU; each copy timed over its own steps). Default variants:
+the default U-Net at batch 128 and the seed paper's recipe (`experiment=ablation_schedule`, batch 32), each eager
+and with `compile=reduce-overhead`; on a GPU `trainer=gpu` is added. Prints a Markdown table with each compiled
+variant's speed-up over its eager one.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from diffusion.sweeps import quoted, read_status
 
 ROOT = CONF_DIR.parent
 RECORDS = "records.jsonl"
+CLOCK = ("fit_seconds", "fit_images_per_s", "steady_images_per_s")  # a training's own figures, from its status.json
 WEIGHTS, DROPPED = "model.safetensors", "model.sha256"  # a point's weights; what is left of them once dropped
 GRACE_S = 60  # after Ctrl-C at the budget's end: time to save before the piece is killed
 KINDS = ("train", "sample", "score")
@@ -175,7 +176,7 @@ class Queue:
                       "model_sha256": file_digest(self.run_dir(p) / WEIGHTS),
                       "step": m.get("step"), "num_samples": m.get("num_samples"), "sampler": sampler_label(m),
                       **{key: value(m, key) for key in headline_keys()},
-                      **{key: fit[key] for key in ("fit_seconds", "fit_images_per_s", "steady_images_per_s") if key in fit}}
+                      **{key: fit[key] for key in CLOCK if key in fit}}
             with open(self.out / RECORDS, "a") as f:
                 f.write(json.dumps(record) + "\n")
             for k in range(self.evaluation(p).shards):
@@ -183,9 +184,10 @@ class Queue:
             self.drop_weights(p.point)
 
     def drop_weights(self, point: str) -> None:
-        """A point with `keep_weights: false` (its own, else the queue's; default true) keeps only its weights' SHA-256 once every piece of it is done, so the
-        repository a GPU window carries stays small (docs/results.md); the records name the weights they came from."""
-        run = self.out / point / "run"
+        """A point with `keep_weights: false` (its own, else the queue's; default true) keeps only its weights' SHA-256
+        once every piece of it is done, so the repository a GPU window carries stays small (docs/results.md); the
+        records name the weights they came from."""
+        run = self.run_dir(Piece("train", point))
         keep = self.spec.points[point].get("keep_weights", self.spec.get("keep_weights", True))
         if keep or not (run / WEIGHTS).is_file():
             return
