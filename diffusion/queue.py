@@ -8,7 +8,7 @@ runs through the real entry points in its own process, writes under the queue's 
 files say so, so the next invocation, on a fresh machine holding only the repository, carries on where this one
 stopped. A piece still running when the budget ends gets Ctrl-C (training keeps its last.ckpt and continues from it
 next time; a shard is made again). `--kinds train,sample` leaves the scoring to a machine that has the Inception
-weights (the GPU window cannot carry them in one call: ../shared/GPU.md).
+weights (a GPU window cannot carry them in one call: docs/results.md, "A GPU window").
 """
 
 from __future__ import annotations
