@@ -28,12 +28,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion.files import atomic_write
+from diffusion.runs import WEIGHTS, model_patterns
 from diffusion.runtime import config_option
 from diffusion.samplers import sampler_targets
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped models (.safetensors)
 RUN_ROOTS = ("outputs", "multirun")  # where train.py's runs and sweeps write (relative to the working directory)
-RUN_FILES = ("**/checkpoints/last.ckpt", "**/checkpoints/best-*.ckpt", "**/model.safetensors")
 DEFAULT_PRETRAINED = "mnist"  # the shipped model used when no checkpoint is named, listed first
 SHIPPED_SAMPLER = "dpm_solver"  # the shipped models' sampler: DPM-Solver++(3M), 10 steps (docs/results.md, sampling)
 FORMAT = "diffusion-mnist"  # the safetensors metadata's "format" value
@@ -190,7 +190,7 @@ def export_safetensors(module: Any, path: str | Path, dtype: torch.dtype = torch
 
 def shipped_models() -> dict[str, Path]:
     """The pretrained models in the repository: name -> pretrained/<name>/model.safetensors, the default first."""
-    found = sorted(PRETRAINED_DIR.glob("*/model.safetensors"),
+    found = sorted(PRETRAINED_DIR.glob(f"*/{WEIGHTS}"),
                    key=lambda p: (p.parent.name != DEFAULT_PRETRAINED, p.parent.name))
     return {p.parent.name: p for p in found}
 
@@ -198,7 +198,7 @@ def shipped_models() -> dict[str, Path]:
 def run_models(roots: tuple[str, ...] = RUN_ROOTS) -> list[Path]:
     """Every run's model files under `roots` (last.ckpt, best-*.ckpt, model.safetensors), newest first: the one
     discovery rule of sample.py, the benchmarks and the demo, which fall back on the shipped models after them."""
-    found = {p for root in roots for pattern in RUN_FILES for p in Path(root).glob(pattern) if p.is_file()}
+    found = {p for root in roots for pattern in model_patterns() for p in Path(root).glob(pattern) if p.is_file()}
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

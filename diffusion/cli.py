@@ -1,14 +1,12 @@
 """Shared entry-point plumbing: expected failures end in one clear line, never a traceback wall.
 
-Every run records `status.json` (ok with its final metrics, or failed with the error) in its directory; in a
-sweep a failed job returns NaN instead of raising, so one bad run never costs the sweep the others' results.
+Every run records its status in its directory (diffusion.runs); in a sweep a failed job returns NaN instead of
+raising, so one bad run never costs the sweep the others' results.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import sys
 import tempfile
@@ -18,56 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from diffusion.data import DataMissingError
 from diffusion.fetch import DataError
-from diffusion.files import atomic_write
 from diffusion.module import NonFiniteLossError
+from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, record_failure, write_status
+from diffusion.sweeps import PointFailed, in_sweep, sweep_launch_error
 
 EXPECTED = (ValueError, FileNotFoundError, DataError, DataMissingError, NonFiniteLossError, FloatingPointError)
-
-
-def in_multirun() -> bool:
-    """True inside a job launched by `-m`/`--multirun`."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def in_sweep() -> bool:
-    """True in a multirun job, or in the command a DDP sweep point runs as (diffusion.sweeps)."""
-    from diffusion.sweeps import SWEEP_POINT_ENV
-
-    return in_multirun() or bool(os.environ.get(SWEEP_POINT_ENV))
-
-
-def sweep_dir() -> str | None:
-    """The sweep directory of this job (or of the sweep point this command runs), else None."""
-    from diffusion.sweeps import SWEEP_POINT_ENV
-
-    if in_multirun():
-        return str(HydraConfig.get().sweep.dir)
-    return os.environ.get(SWEEP_POINT_ENV) or None
-
-
-def write_status(run_dir: str | Path, status: str, error: str | None = None,
-                 metrics: dict[str, Any] | None = None) -> None:
-    """status.json for the report and for resuming: {"status": "ok" | "failed", "error", "overrides", "metrics"}.
-
-    A run already recorded ok with the same metrics keeps its file untouched (a resumed sweep skipping it)."""
-    from diffusion.sweeps import STATUS_FILE, read_status
-
-    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    old = read_status(run_dir)
-    if status == "ok" and old is not None and old.get("status") == "ok" and old.get("metrics") == metrics:
-        return
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics}, indent=1)
-    atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
 
 
 class OutputDirCheck(Callback):
@@ -96,8 +56,6 @@ class SweepLaunchCheck(Callback):
     line before the sweep starts (diffusion.sweeps.sweep_launch_error)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from diffusion.sweeps import sweep_launch_error
-
         error = sweep_launch_error(config.trainer, config.hydra.launcher)
         if error:
             print(f"error: {error}", file=sys.stderr)
@@ -110,11 +68,10 @@ def restore_sigint() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
-    """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on."""
+def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path | None) -> Any:
+    """Call fn(cfg); expected errors print `error: <message>` and exit 1; in a multirun, record and go on. A run
+    directory gets fn's status (diffusion.runs); None: a command that is not a run records none."""
     from diffusion.distributed import is_rank_zero
-
-    from diffusion.sweeps import PointFailed
 
     restore_sigint()
     try:
@@ -133,7 +90,8 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
             raise SystemExit(1) from None
         if in_sweep():
             return record_failure(run_dir, _one_line(err))
-        write_status(run_dir, "failed", _one_line(err))
+        if run_dir is not None:
+            write_status(run_dir, FAILED, _one_line(err))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except Exception as err:  # noqa: BLE001 - a crash in one sweep job must not lose the other jobs
@@ -141,8 +99,11 @@ def run_cli(fn: Callable[..., Any], cfg: Any, run_dir: str | Path) -> Any:
             traceback.print_exc()
             return record_failure(run_dir, _one_line(err))
         raise
-    if is_rank_zero():
-        write_status(run_dir, "ok", metrics=result if isinstance(result, dict) else None)
+    if is_rank_zero() and run_dir is not None:
+        if isinstance(result, Interrupted):
+            write_status(run_dir, INTERRUPTED, result.reason, metrics=result)
+        else:
+            write_status(run_dir, OK, metrics=result if isinstance(result, dict) else None)
     return result
 
 
@@ -155,10 +116,3 @@ def root_cause(err: BaseException) -> BaseException:
 
 def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0]
-
-
-def record_failure(run_dir: str | Path, message: str) -> float:
-    """A failed sweep job: one line, status.json failed, and NaN for the sweeper."""
-    print(f"error: job failed ({message}); recorded in {Path(run_dir) / 'status.json'}", file=sys.stderr)
-    write_status(run_dir, "failed", message)
-    return math.nan

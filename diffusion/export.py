@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from diffusion.cli import run_cli
 
-    run_cli(export, cfg, ".")
+    run_cli(export, cfg, None)  # not a run: no status.json
 
 
 if __name__ == "__main__":

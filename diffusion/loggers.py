@@ -29,7 +29,7 @@ def sweep_identity() -> dict[str, Any]:
     """In a sweep: group = the sweep directory, name = the job's overrides, tags = each override."""
     from hydra.core.hydra_config import HydraConfig
 
-    from diffusion.cli import sweep_dir
+    from diffusion.sweeps import sweep_dir
 
     if (sweep := sweep_dir()) is None:
         return {}

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffusion.published import PAPER_BATCH, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES, paper_tables_of
+from diffusion.published import PAPER_BATCH, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
+from diffusion.runs import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- table: ([^>]*?) -->\n)(.*?)(<!-- /table -->)", re.S)
@@ -89,7 +90,7 @@ def pretrained_table(doc: Path) -> str:
     rows = []
     for name, folder in shipped().items():
         m = read_metrics(folder / "metrics.json")
-        size = (folder / "model.safetensors").stat().st_size / 1e6
+        size = (folder / WEIGHTS).stat().st_size / 1e6
         fid = (f"{shown(m, 'fid_inception', fixed=2)} (ω = {m['guidance']:g}, {sampler_label(m)}, "
                f"{m['num_seeds']} sample seeds × {m['num_samples']:,})")
         rows.append([f"`{name}`", training(m), fid, percent(m), f"{value(m, 'is'):.2f}",
@@ -130,47 +131,6 @@ def paper_table(doc: Path) -> str:
                              f"{shown(r, 'fid_inception', fixed=2)} ({r['num_seeds']} sample seeds)", percent(r),
                              f"{value(r, 'is'):.2f} (classifier)"])
     return markdown(["model", "training units", "sampler", "ω", "standard FID", "class accuracy", "IS"], rows)
-
-
-@table("paper_queue")
-def paper_queue_table(doc: Path, path: str, number: str) -> str:
-    """The seed paper's Table 2 or 3 beside the full-size runs of a GPU queue (results/paper_queue.yaml): per setting
-    the paper reports, its Inception FID / IS, then ours for each evaluation (sampler), or what it still waits for."""
-    from diffusion.queue import Piece, Queue
-
-    queue, n = Queue(ROOT / path), int(number)
-    evaluations = sorted({e for p in queue.spec.points.values() for e in p.get("evaluate", {})},
-                         key=lambda e: e != "paper")  # the paper's sampler first
-    order, recipes, samplers = list(PAPER_TABLES), {}, {}
-    rows = []
-    for name, point in queue.spec.points.items():
-        s = queue.setting(name)
-        ws = sorted({float(w) for ev in point.get("evaluate", {}).values() for w in ev.guidance})
-        for w in ws:
-            if s["data"] != "mnist" or n not in paper_tables_of(s["schedule"], s["timesteps"], w):
-                continue
-            fid, inception_score = PAPER_TABLES[(s["schedule"], s["timesteps"], w)]
-            cells = []
-            for e in evaluations:
-                if e in point.evaluate:
-                    ev = point.evaluate[e]
-                    samplers.setdefault(e, (" ".join(o for o in ev.sample if o.startswith("sampler")), ev.num_samples))
-                if e not in point.evaluate or w not in [float(g) for g in point.evaluate[e].guidance]:
-                    cells.append("–")
-                    continue
-                r = queue.record(Piece("score", name, e, w))
-                cells.append(" / ".join(shown(r, k, fixed=2) or "–" for k in ("fid_inception", "is")) if r
-                             else queue.progress(name, e, w))
-            recipe = f"`{s['experiment']}`, {s['steps']:,} × {s['batch_size']}"
-            recipes.setdefault(s["experiment"], len(recipes))  # the queue's recipes in its order, the paper's first
-            key = (recipes[s["experiment"]], order.index((s["schedule"], s["timesteps"], w)))
-            rows.append((key, [recipe, s["schedule"], s["timesteps"], f"{w:g}", f"{fid:.2f} / {inception_score:.2f}",
-                               *cells]))
-    header = ["recipe, steps × batch", "schedule", "T", "ω", "paper: FID / IS",
-              *[f"ours, {e} sampler: FID / IS" for e in evaluations]]
-    legend = "; ".join(f"{e} sampler: `{how}` ({count:,} samples)" for e, (how, count) in samplers.items())
-    return (markdown(header, [row for _, row in sorted(rows, key=lambda r: r[0])], "llrrr" + "r" * len(evaluations))
-            + f"\n{legend}.\n")
 
 
 @table("jsonl")

@@ -1,36 +1,60 @@
-"""Sweep points: which launcher/strategy pairs work, a DDP point run as its own command, and resuming a run
-directory (skip what finished, continue what was interrupted, retry what failed).
+"""Sweeps: whether this process is a sweep job, which launcher/strategy pairs work, and a DDP point run as its own
+command (resuming a point: diffusion.runs.Resume).
 
 Lightning starts the extra DDP ranks by re-running `sys.argv`; inside `-m` that is the whole sweep (Lightning
 #11300, Hydra #2070). So a multirun job whose trainer would re-launch its command runs the point as a plain
 `python train.py <its overrides> hydra.run.dir=<its directory>` in a child process group: that command's
-ranks re-run the point only, and none of them outlives it.
+ranks re-run the point only, and none of them outlives it. (Hand-written: subprocess stops one process, not the
+ranks it starts.)
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from diffusion.distributed import in_slurm_job, relaunches_command
-from diffusion.processes import run_in_group
+from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, read_status, record_failure
 from diffusion.runtime import CONF_DIR
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
-STATUS_FILE = "status.json"
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
 RANK_GRACE_S = 60  # how long a finished point's other ranks may take to exit before they are killed
 PARALLEL_LAUNCHERS = ("joblib",)  # launchers that run several points at once in one node's processes
 
 
 class PointFailed(RuntimeError):
     """A sweep point's own command failed; it has printed its line and recorded its status.json."""
+
+
+def in_multirun() -> bool:
+    """True inside a job launched by `-m`/`--multirun`."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def in_sweep() -> bool:
+    """True in a multirun job, or in the command a DDP sweep point runs as."""
+    return in_multirun() or bool(os.environ.get(SWEEP_POINT_ENV))
+
+
+def sweep_dir() -> str | None:
+    """The sweep directory of this job (or of the sweep point this command runs), else None."""
+    if in_multirun():
+        return str(HydraConfig.get().sweep.dir)
+    return os.environ.get(SWEEP_POINT_ENV) or None
+
+
+def sweep_launcher() -> Any:
+    """The Hydra launcher's config inside a multirun job, else None."""
+    return HydraConfig.get().launcher if in_multirun() else None
 
 
 def sweep_launch_error(trainer_cfg: Any, launcher_cfg: Any) -> str | None:
@@ -74,7 +98,8 @@ def quoted(value: str) -> str:
 
 
 def run_point(hydra_cfg: Any) -> dict[str, Any]:
-    """Run this multirun job as its own command (diffusion.sweeps docstring); returns its recorded metrics.
+    """Run this multirun job as its own command (diffusion.sweeps docstring); returns its recorded metrics
+    (`Interrupted` ones where trainer.max_time stopped it).
 
     The command's process group is killed once its rank 0 has exited, so no rank outlives the point; Ctrl-C is
     passed on to it (its ranks save their interrupt checkpoint) before the sweep stops.
@@ -85,35 +110,37 @@ def run_point(hydra_cfg: Any) -> dict[str, Any]:
     env = {**os.environ, SWEEP_POINT_ENV: str(hydra_cfg.sweep.dir)}
     code = run_in_group(command, RANK_GRACE_S, env=env, cwd=os.getcwd())
     status = read_status(run_dir)
-    if status is not None and status.get("status") == "ok":
+    if status is not None and status.get("status") == OK:
         return status.get("metrics") or {}
-    if status is None or status.get("status") != "failed":  # killed before it could record anything
-        from diffusion.cli import record_failure
-
+    if status is not None and status.get("status") == INTERRUPTED:  # trainer.max_time: the next resume continues
+        return Interrupted(status.get("metrics") or {}, status.get("error") or INTERRUPTED)
+    if status is None or status.get("status") != FAILED:  # killed before it could record anything
         record_failure(run_dir, f"the DDP point's command exited with code {code} (its ranks' messages above)")
     raise PointFailed(str(run_dir))
 
 
-def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run directory's status.json, or None when it has none (never started, or killed)."""
+def run_in_group(command: Sequence[str], grace_s: float, env: Mapping[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None) -> int:
+    """Run `command` in a process group of its own until it exits; returns its exit code. On Ctrl-C or an error here
+    the group gets Ctrl-C and `grace_s` to save and exit (then the error goes on up); once the command has ended its
+    whole group is killed, so none of its children outlives it."""
+    proc = subprocess.Popen(list(command), env=env, cwd=cwd, preexec_fn=os.setpgrp)  # noqa: PLW1509 - own group
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        return proc.wait()
+    except BaseException:
+        signal_group(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        raise
+    finally:
+        signal_group(proc.pid, signal.SIGKILL)
 
 
-@dataclass(frozen=True)
-class Resume:
-    """What `resume=true` finds in a run directory: finished (its metrics), a checkpoint to continue, or nothing."""
-
-    finished: dict[str, Any] | None = None
-    checkpoint: Path | None = None
-
-    @classmethod
-    def of(cls, run_dir: str | Path) -> Resume:
-        """ok in status.json -> finished; else (interrupted, or failed: retried) its last.ckpt if there is one."""
-        status = read_status(run_dir)
-        if status is not None and status.get("status") == "ok":
-            return cls(finished=status.get("metrics") or {})
-        last = Path(run_dir) / LAST_CKPT
-        return cls(checkpoint=last if last.is_file() else None)
+def signal_group(pgid: int, signum: int) -> None:
+    """Send `signum` to a process group, if any of it is left."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group has exited

@@ -1,18 +1,23 @@
-"""What `resume=true` finds in a run directory, and the status record it reads (diffusion.sweeps, diffusion.cli)."""
+"""What `resume=true` finds in a run directory, and the status record it reads (diffusion.runs); a DDP point's own
+command (diffusion.sweeps)."""
 
 import json
 
-from diffusion.cli import write_status
-from diffusion.sweeps import LAST_CKPT, Resume, point_command, quoted
+from diffusion.runs import Resume, last_checkpoint, write_status
+from diffusion.sweeps import point_command, quoted
 
 
 def test_finished_runs_are_skipped_interrupted_and_failed_ones_continue_from_their_last_checkpoint(tmp_path):
     assert Resume.of(tmp_path) == Resume()  # never started: runs from scratch
-    (tmp_path / LAST_CKPT).parent.mkdir(parents=True)
-    (tmp_path / LAST_CKPT).write_bytes(b"x")
-    assert Resume.of(tmp_path) == Resume(checkpoint=tmp_path / LAST_CKPT)  # interrupted (no status.json)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last_checkpoint(tmp_path) == last
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"x")
+    assert Resume.of(tmp_path) == Resume(checkpoint=last)  # killed (no status.json)
+    write_status(tmp_path, "interrupted", "stopped by trainer.max_time at step 5 of 20")
+    assert Resume.of(tmp_path) == Resume(checkpoint=last)  # stopped short: continued
     write_status(tmp_path, "failed", "RuntimeError: boom")
-    assert Resume.of(tmp_path) == Resume(checkpoint=tmp_path / LAST_CKPT)  # failed: retried, not skipped
+    assert Resume.of(tmp_path) == Resume(checkpoint=last)  # failed: retried, not skipped
     write_status(tmp_path, "ok", metrics={"global_step": 20, "eval/fid": 3.5, "note": "dropped"})
     assert Resume.of(tmp_path) == Resume(finished={"global_step": 20, "eval/fid": 3.5})
 

@@ -1,0 +1,100 @@
+"""A run directory: where its files go, and its status.json (written, read, and what `resume=true` makes of it).
+
+Every train.py and sample.py run records `status.json` in its directory: {"status": "ok" | "interrupted" |
+"failed", "error", "overrides", "metrics"}. ok: finished, with its final metrics; interrupted: stopped short of its
+steps (trainer.max_time) and continued by the next `resume=true`; failed: the one-line error. The report, resuming
+and the sweeps read it through `read_status` and `Resume` only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffusion.files import atomic_write
+
+STATUS_FILE = "status.json"
+OK, INTERRUPTED, FAILED = "ok", "interrupted", "failed"
+CHECKPOINTS = "checkpoints"  # conf/callbacks/default.yaml writes the checkpoints into <run_dir>/checkpoints
+LAST, BEST, WEIGHTS = "last.ckpt", "best-*.ckpt", "model.safetensors"
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """The folder of a run's Lightning checkpoints."""
+    return Path(run_dir) / CHECKPOINTS
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """A run's newest training state, the one `resume=true` continues from."""
+    return checkpoint_dir(run_dir) / LAST
+
+
+def run_dir_of(model: str | Path) -> Path:
+    """The run directory a model file of that run lies in (its checkpoints/*.ckpt or its model.safetensors)."""
+    folder = Path(model).parent
+    return folder.parent if folder.name == CHECKPOINTS else folder
+
+
+def model_patterns() -> tuple[str, ...]:
+    """Glob patterns of every run's model files under a folder of runs: last.ckpt, best-*.ckpt, model.safetensors."""
+    return f"**/{CHECKPOINTS}/{LAST}", f"**/{CHECKPOINTS}/{BEST}", f"**/{WEIGHTS}"
+
+
+class Interrupted(dict):
+    """The metrics of a run that stopped short of its steps (trainer.max_time), with the reason: recorded as
+    interrupted, so that the next `resume=true` continues it."""
+
+    def __init__(self, metrics: dict[str, Any], reason: str) -> None:
+        super().__init__(metrics)
+        self.reason = reason
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run directory's status.json, or None when it has none (never started, or killed)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_status(run_dir: str | Path, status: str, error: str | None = None,
+                 metrics: dict[str, Any] | None = None) -> None:
+    """Record a run's status (module docstring). A run already recorded ok with the same metrics keeps its file
+    untouched (a resumed sweep skipping it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    old = read_status(run_dir)
+    if status == OK and old is not None and old.get("status") == OK and old.get("metrics") == metrics:
+        return
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics}, indent=1)
+    atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
+
+
+def record_failure(run_dir: str | Path, message: str) -> float:
+    """A failed sweep job: one line, status.json failed, and NaN for the sweeper."""
+    print(f"error: job failed ({message}); recorded in {Path(run_dir) / STATUS_FILE}", file=sys.stderr)
+    write_status(run_dir, FAILED, message)
+    return math.nan
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What `resume=true` finds in a run directory: finished (its metrics), a checkpoint to continue, or nothing."""
+
+    finished: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> Resume:
+        """ok -> finished; else (interrupted, failed: retried, or killed) its last.ckpt if there is one."""
+        status = read_status(run_dir)
+        if status is not None and status.get("status") == OK:
+            return cls(finished=status.get("metrics") or {})
+        last = last_checkpoint(run_dir)
+        return cls(checkpoint=last if last.is_file() else None)
