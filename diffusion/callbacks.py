@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from diffusion.images import grid_image, save_grid
@@ -62,7 +62,7 @@ class FitClock(L.Callback):
             self.on_train_end(trainer, pl_module)
         except RuntimeError:  # a device that failed cannot be synchronised: nothing to report
             return
-        if trainer.is_global_zero and (m := self.metrics()):  # what the stopped fit reached (e.g. a cut queue piece)
+        if trainer.is_global_zero and (m := self.metrics()):  # what the stopped fit reached (e.g. after Ctrl-C)
             steady = f", {rate(m['steady_images_per_s'])} after the warm-up" if "steady_images_per_s" in m else ""
             print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s: "
                   f"{rate(m['fit_images_per_s'])} training images/s{steady}", flush=True)
@@ -75,6 +75,15 @@ class FitClock(L.Callback):
         if self.steady_start is not None and self.steady_images and self.end > self.steady_start:
             found["steady_images_per_s"] = round(self.steady_images / (self.end - self.steady_start), 1)
         return found
+
+
+class RunTimeLimit(L.Callback):
+    """`trainer.max_time` as the limit of this run, not of the runs it resumes: Lightning's Timer would restore the
+    time already spent from the checkpoint and stop a resumed run at once, so a time-boxed slot (`trainer.max_time=…
+    resume=true`, again and again) could never finish; the restored time is dropped instead."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint.get("callbacks", {}).pop(Timer.__qualname__, None)  # Timer's state_key
 
 
 class InterruptCheckpoint(L.Callback):
@@ -100,7 +109,8 @@ class InterruptCheckpoint(L.Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """`last.ckpt` every N optimizer steps and at the final step (Lightning alone skips the end of a run).
+    """`last.ckpt` every N optimizer steps, at the final step and where trainer.max_time stops the fit (Lightning
+    alone skips both).
 
     Lightning writes checkpoints atomically (fsspec transaction), so a crash mid-write leaves the old file intact.
     """
@@ -110,8 +120,9 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
-        step = trainer.global_step
-        if step == trainer.max_steps and step % self._every_n_train_steps and not trainer.sanity_checking:
+        step = trainer.global_step  # the final step, or a stop Timer (trainer.max_time) asked for at this one
+        if (step == trainer.max_steps or trainer.should_stop) and step != self._last_global_step_saved \
+                and not trainer.sanity_checking:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

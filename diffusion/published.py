@@ -18,6 +18,8 @@ PAPER_TABLES: dict[tuple[str, int, float], tuple[float, float]] = {
 }
 TABLE2_GUIDANCE = 0.2  # Table 2 compares schedule × T at this ω
 TABLE3_SETTING = ("linear", 1000)  # Table 3 varies ω for this schedule and T
+TABLE_TITLES = {2: f"schedule × T at ω = {TABLE2_GUIDANCE}",
+                3: f"ω at {TABLE3_SETTING[0]}, T = {TABLE3_SETTING[1]}"}  # (MNIST, 10,000 samples, 100k iterations)
 
 
 def paper_tables_of(schedule: str, timesteps: int, guidance: float) -> list[int]:

@@ -90,9 +90,10 @@ def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def logger_scalars(m: dict[str, Any], suffix: str = "") -> dict[str, float]:
-    """The headline numbers as logger scalars: eval/<key><suffix>."""
-    return {f"eval/{key}{suffix}": v for key in headline_keys() if (v := value(m, key)) is not None}
+def logger_scalars(m: dict[str, Any], suffix: str = "", evaluation: str | None = None) -> dict[str, float]:
+    """The headline numbers as logger scalars: eval/<key><suffix>, or eval/<evaluation>/<key><suffix>."""
+    prefix = "eval/" if evaluation is None else f"eval/{evaluation}/"
+    return {f"{prefix}{key}{suffix}": v for key in headline_keys() if (v := value(m, key)) is not None}
 
 
 def format_table(m: dict[str, Any], names: list[str]) -> str:

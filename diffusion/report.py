@@ -1,22 +1,23 @@
 """`python -m diffusion.report <multirun dir>`: one table from every run's metrics.json and status.json, with the
-seed paper's published FID beside each run of a setting it reports.
+seed paper's published FID beside each run of a setting it reports, then the paper's Tables 2 and 3 with a column
+per named evaluation (eval.samplers) of this sweep.
 
 Writes report.md, report.csv and, when several ω were evaluated, guidance.png (FID and IS against ω)
-into the directory (or --out), and prints the Markdown table.
+into the directory (or --out), and prints the Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from diffusion.published import PAPER_TABLES, paper_scores, paper_tables_of
 from diffusion import records
+from diffusion.published import PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
+from diffusion.runs import OK, STATUS_FILE, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS"
@@ -26,7 +27,7 @@ BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes bes
 def columns() -> list[str]:
     """The table's columns: the run, its setting, the headline metrics (diffusion.records), the paper's FID and IS."""
     metrics = [c for h in records.HEADLINE for c in ([h.label, BESIDE[h.key]] if h.key in BESIDE else [h.label])]
-    return ["run", "iterations", "T", "schedule", "ω", *metrics, "samples", "sampler", "status"]
+    return ["run", "evaluation", "iterations", "T", "schedule", "ω", *metrics, "samples", "sampler", "status"]
 
 
 def _cell(m: dict[str, Any], key: str) -> Any:
@@ -38,40 +39,52 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
     paper = paper_scores(m.get("data"), m.get("schedule"), m.get("timesteps"), m.get("guidance")) or (None, None)
     if "num_seeds" in m:
         run = f"{run} (mean ± std of {m['num_seeds']} seeds)"
-    return {"run": run, "iterations": m.get("step"), "T": m.get("timesteps"), "schedule": m.get("schedule"),
+    return {"run": run, "evaluation": m.get("evaluation"), "iterations": m.get("step"), "T": m.get("timesteps"),
+            "schedule": m.get("schedule"),
             "ω": m.get("guidance"), **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper[0],
             PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
 
 
-def paper_comparison(rows: list[dict[str, Any]]) -> str:
-    """Every setting of the seed paper's Tables 2 and 3, its FID and IS, and this sweep's runs of that setting."""
-    lines = ["| paper table | schedule | T | ω | paper FID | paper IS | this sweep (Inception FID / IS) |",
-             "|---|---|---:|---:|---:|---:|---|"]
-    for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
-        table = " and ".join(map(str, paper_tables_of(schedule, T, w)))
-        ours = [f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))} ({r['run']})" for r in rows
-                if r.get("status") == "ok" and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
-        found = "; ".join(ours) or "not run"
-        lines.append(f"| {table} | {schedule} | {T} | {w} | {_paper(fid)} | {_paper(is_)} | {found} |")
-    return "\n".join(lines) + "\n"
+def paper_tables(rows: list[dict[str, Any]]) -> str:
+    """The seed paper's Tables 2 and 3: per setting its Inception FID / IS, then this sweep's for each evaluation."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    evaluations = sorted({r.get("evaluation") or "" for r in ok}, key=lambda e: (e != "paper", e))
+    out = []
+    for n, title in TABLE_TITLES.items():
+        header = ["schedule", "T", "ω", "paper: Inception FID / IS",
+                  *[f"ours{f', {e}' if e else ''}: Inception FID / classifier IS" for e in evaluations]]
+        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3)]
+        for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
+            if n not in paper_tables_of(schedule, T, w):
+                continue
+            cells = []
+            for e in evaluations:
+                found = [r for r in ok if (r.get("evaluation") or "") == e
+                         and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
+                cells.append("; ".join(f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))}" for r in found)
+                             or "not run")
+            lines.append(f"| {schedule} | {T} | {w:g} | {_paper(fid)} / {_paper(is_)} | {' | '.join(cells)} |")
+        out.append(f"\n## The seed paper's Table {n}: {title}\n\n" + "\n".join(lines) + "\n")
+    return "".join(out)
 
 
 def job_dir(path: Path, root: Path) -> Path:
-    """The job directory a metrics file belongs to (eval/guidance=… folders belong to their training run)."""
-    rel = path.parent.relative_to(root)
-    rel = rel.parents[1] if len(rel.parts) >= 2 and rel.parts[-2] == "eval" else rel
+    """The job directory a metrics file belongs to (eval/… folders belong to their training run)."""
+    parts = path.parent.relative_to(root).parts
+    rel = Path(*parts[:parts.index("eval")]) if "eval" in parts else Path(*parts)
     return Path(root.resolve().name) if rel == Path(".") else rel
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
-    """Rows for every metrics.json under root, plus one row per job whose status.json says it failed."""
+    """Rows for every metrics.json under root, plus one row per job whose status is not ok (failed, interrupted)."""
     root = Path(root)
     rows = [_row(str(job_dir(p, root)), read_metrics(p)) for p in sorted(root.glob("**/metrics.json"))]
-    for p in sorted(root.glob("**/status.json")):
-        status = json.loads(p.read_text())
-        if status.get("status") != "ok":
-            rows.append({"run": str(p.parent.relative_to(root)), "status": f"failed: {status.get('error')}"})
-    return sorted(rows, key=lambda r: (r["run"], r.get("ω") if r.get("ω") is not None else -99))
+    for p in sorted(root.glob(f"**/{STATUS_FILE}")):
+        status = read_status(p.parent) or {}
+        if status.get("status") != OK:
+            rows.append({"run": str(p.parent.relative_to(root)),
+                         "status": f"{status.get('status')}: {status.get('error')}"})
+    return sorted(rows, key=lambda r: (r["run"], r.get("evaluation") or "", -99 if r.get("ω") is None else r["ω"]))
 
 
 def _fmt(v: Any) -> str:
@@ -101,11 +114,11 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """FID and IS against ω, one line per run; None when no run has more than one ω."""
+    """FID and IS against ω, one line per run and evaluation; None when no run has more than one ω."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if isinstance(r.get("FID"), float) and r.get("ω") is not None:  # not the "mean ± std" of repeated runs
-            runs.setdefault(r["run"], []).append(r)
+            runs.setdefault(r["run"] + (f" ({r['evaluation']})" if r.get("evaluation") else ""), []).append(r)
     if not any(len(v) > 1 for v in runs.values()) and len(runs) < 2:
         return None
     import matplotlib
@@ -144,15 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out or root)
     out.mkdir(parents=True, exist_ok=True)
-    heading = "\n## The seed paper's Tables 2 and 3 (MNIST, 10,000 samples)\n\n"
-    table = to_markdown(rows) + heading + paper_comparison(rows)
+    table = to_markdown(rows) + paper_tables(rows)
     (out / "report.md").write_text(table)
     write_csv(rows, out / "report.csv")
     plot = plot_guidance(rows, out / "guidance.png")
     print(table)
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}" + (f", {plot}" if plot else ""))
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"{len(rows) - failed} ok, {failed} failed")
+    states = [r["status"].split(":")[0] for r in rows]
+    interrupted = states.count("interrupted")
+    print(f"{states.count(OK)} ok, {states.count('failed')} failed"
+          + (f", {interrupted} interrupted (resume=true continues them)" if interrupted else ""))
     return 0
 
 

@@ -63,9 +63,13 @@ def score_images(module: Any, images: Tensor, labels: Tensor, settings: EvalSett
     return m
 
 
-def folder(out: Path, guidance: float | None = None, seed: int | None = None) -> Path:
-    """Where one evaluation's metrics.json goes: eval/guidance=<ω>/ when ω is swept, seed=<s>/ when seeds are."""
-    out = out if guidance is None else out / "eval" / f"guidance={guidance}"
+def folder(out: Path, guidance: float | None = None, seed: int | None = None, evaluation: str | None = None) -> Path:
+    """Where one evaluation's metrics.json goes: eval/guidance=<ω>/ when ω is swept, eval/<evaluation>/guidance=<ω>/
+    for a named evaluation (eval.samplers), seed=<s>/ when seeds are."""
+    if evaluation is not None:
+        out = out / "eval" / evaluation / f"guidance={guidance}"
+    elif guidance is not None:
+        out = out / "eval" / f"guidance={guidance}"
     return out if seed is None else out / f"seed={seed}"
 
 
@@ -74,13 +78,17 @@ def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances:
                      world: int = 1, device: torch.device | None = None, sweep: bool = False,
                      step: int | None = None, classes: Sequence[int] | None = None,
                      keep: Callable[[Path, Tensor, Tensor], Any] | None = None, callback: Any = None,
-                     root: str | Path | None = None, **extra: Any) -> dict[float, dict[str, Any]]:
+                     root: str | Path | None = None, evaluation: str | None = None,
+                     **extra: Any) -> dict[float, dict[str, Any]]:
     """`num_samples` class-balanced samples per (ω, seed), scored; metrics.json per (ω, seed) and, over several
-    seeds, their mean ± std per ω. `sweep` puts each ω in its own folder; `classes` restricts the labels (default:
-    all, balanced); `keep(folder, images, labels)` may write the images; `callback` sees every sampler step; `root`
-    is the data root; `extra` goes into every metrics.json. Returns {ω: metrics} on rank 0, {} on
-    the others."""
+    seeds, their mean ± std per ω. `sweep` puts each ω in its own folder, `evaluation` (a name of eval.samplers) each
+    ω in that evaluation's folder (`folder`); `classes` restricts the labels (default: all, balanced);
+    `keep(folder, images, labels)` may write the images; `callback` sees every sampler step; `root` is the data
+    root; `extra` goes into every metrics.json. Returns {ω: metrics} on rank 0, {} on the others."""
     device = device or module.device
+    sweep = sweep or evaluation is not None
+    if evaluation is not None:
+        extra["evaluation"] = evaluation
     sampler = instantiate(sampler_cfg)
     labels = balanced_labels(num_samples, list(classes or range(len(module.hparams.class_names))))
     mine = list(range(rank, num_samples, world))
@@ -94,7 +102,7 @@ def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances:
             images = gather_shares(share, num_samples, world, device)
             if rank != 0:
                 continue
-            where = folder(out, w if sweep else None, seed if len(seeds) > 1 else None)
+            where = folder(out, w if sweep else None, seed if len(seeds) > 1 else None, evaluation)
             where.mkdir(parents=True, exist_ok=True)
             if keep is not None:
                 keep(where, images, labels)
@@ -104,7 +112,8 @@ def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances:
             results[w] = runs[0] if len(runs) == 1 else summarize_seeds(runs)
             if len(runs) > 1:
                 print(results[w]["summary"])
-                print(write_metrics(results[w], folder(out, w if sweep else None) / "metrics.json"))
+                where = folder(out, w if sweep else None, evaluation=evaluation)
+                print(write_metrics(results[w], where / "metrics.json"))
     return results
 
 

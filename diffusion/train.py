@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 from collections import defaultdict
 from contextlib import ExitStack
@@ -12,11 +13,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor, Timer
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion.callbacks import FitClock, rate
+from diffusion.callbacks import FitClock, RunTimeLimit, rate
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
                               is_number)
@@ -24,7 +25,9 @@ from diffusion.distributed import claim_device, is_rank_zero
 from diffusion.module import LOSSES, compile_mode
 from diffusion.runtime import configure_cuda, sampler_options, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
-from diffusion.sweeps import RANK_GRACE_S, Resume, run_point, runs_as_own_command, sweep_launch_error
+from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume
+from diffusion.sweeps import (RANK_GRACE_S, in_multirun, run_point, runs_as_own_command, sweep_launch_error,
+                             sweep_launcher)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -43,6 +46,8 @@ def check_config(cfg: DictConfig) -> None:
                           f"sampler={', '.join(sampler_options())}")
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
+    for name, sampler in named_evaluations(cfg).items():
+        check_evaluation(name, sampler, T)
     check_choice(cfg.loss, LOSSES, "loss")
     check_choice(cfg.prediction, PREDICTIONS, "prediction")
     check_choice(cfg.loss_weight, LOSS_WEIGHTS, "loss_weight")
@@ -54,10 +59,13 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(max_steps, int) or not (max_steps >= 1 or (max_steps == -1 and (max_epochs or 0) >= 1)):
         raise ConfigError(f"trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), "
                           f"got {max_steps!r}")
+    max_time = cfg.trainer.get("max_time")
+    if max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(max_time)):
+        raise ConfigError(f"trainer.max_time must be DD:HH:MM:SS, e.g. 00:03:50:00, got {max_time!r}")
     if not isinstance(cfg.resume, bool):
         raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
     if cfg.resume and cfg.ckpt_path is not None:
-        raise ConfigError("resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path=...")
+        raise ConfigError(f"resume=true finds the run directory's own {CHECKPOINTS}/{LAST}; drop ckpt_path=...")
     compile_mode(cfg.compile)
     if cfg.ckpt_path is not None:
         if not Path(cfg.ckpt_path).exists():
@@ -76,13 +84,35 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(error)
 
 
-def sweep_launcher() -> DictConfig | None:
-    """The Hydra launcher's config inside a multirun job, else None."""
-    from hydra.core.hydra_config import HydraConfig
+def named_evaluations(cfg: DictConfig) -> dict[str, DictConfig]:
+    """eval.samplers: {name: sampler config}, each an evaluation of its own; empty: the run's own sampler."""
+    samplers = cfg.eval.get("samplers")
+    if samplers is None:
+        return {}
+    if not OmegaConf.is_dict(samplers):
+        raise ConfigError(f"eval.samplers must map names to samplers, e.g. +sampler@eval.samplers.fast=dpm_solver; "
+                          f"got {samplers!r}")
+    return dict(samplers)
 
-    from diffusion.cli import in_multirun
 
-    return HydraConfig.get().launcher if in_multirun() else None
+def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
+    """One named evaluation: a folder-safe name and a sampler of conf/sampler/ with valid steps."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+        raise ConfigError(f"eval.samplers: {name!r} is not a usable name (letters, digits, '_', '-', '.')")
+    if not OmegaConf.is_dict(sampler) or not sampler.get("_target_"):
+        raise ConfigError(f"eval.samplers.{name} names no sampler; add one with +sampler@eval.samplers.{name}=NAME "
+                          f"({', '.join(sampler_options())})")
+    if sampler.get("steps") is not None:
+        check_steps(sampler.steps, timesteps, key=f"eval.samplers.{name}.steps", of="timesteps")
+
+
+def stopped_short(trainer: L.Trainer) -> str | None:
+    """Why a fit ended before trainer.max_steps because trainer.max_time ran out, else None (finished)."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is None or remaining > 0 or not 0 < trainer.global_step < trainer.max_steps:
+        return None
+    return f"stopped by trainer.max_time at step {trainer.global_step} of {trainer.max_steps}"
 
 
 def job_device(cfg: DictConfig, stack: ExitStack) -> dict[str, Any]:
@@ -131,8 +161,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured; returns the final logged metrics."""
     from hydra.core.hydra_config import HydraConfig
 
-    from diffusion.cli import in_multirun
-
     check_config(cfg)
     if runs_as_own_command(cfg.trainer, in_multirun()):
         return run_point(HydraConfig.get())
@@ -164,7 +192,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else []
     clock = FitClock()
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + [clock]
+    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + [clock, RunTimeLimit()]
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
@@ -179,8 +207,13 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["global_step"], metrics["world_size"] = trainer.global_step, trainer.world_size
         metrics.update(clock.metrics())
+        if reason := stopped_short(trainer):  # a time-boxed slot: the next resume=true continues from last.ckpt
+            if trainer.is_global_zero:
+                print(f"{reason}; recorded as interrupted: the same command with resume=true continues it")
+            wait_for_ranks(trainer)
+            return Interrupted(metrics, reason)
         if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
-            print(f"weights: {export_safetensors(module, run_dir / 'model.safetensors')}")
+            print(f"weights: {export_safetensors(module, run_dir / WEIGHTS)}")
         if cfg.eval.num_samples:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
         wait_for_ranks(trainer)
@@ -213,7 +246,8 @@ def finish_wandb(loggers: list) -> None:
 
 
 def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """Score eval.num_samples samples per evaluated ω (diffusion.scoring) -> metrics.json, loggers, a printed table.
+    """Score eval.num_samples samples per evaluated ω (diffusion.scoring), with the run's sampler or with each named
+    one of eval.samplers -> metrics.json, loggers, a printed table.
 
     Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
     its share of the images.
@@ -224,13 +258,17 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
     device = trainer.strategy.root_device
     module.to(device)
     sweep = cfg.eval.guidance is not None
-    results = sample_and_score(module, cfg.sampler, cfg.eval.num_samples,
-                               list(cfg.eval.guidance) if sweep else [cfg.guidance], [cfg.seed],
-                               EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
-                               rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
-                               step=trainer.global_step, root=cfg.data.root)
-    scalars = {k: v for w, m in results.items()
-               for k, v in logger_scalars(m, f"@guidance={w}" if sweep else "").items()}
+    guidances = list(cfg.eval.guidance) if sweep else [cfg.guidance]
+    scalars = {}
+    for name, sampler in (named_evaluations(cfg) or {None: cfg.sampler}).items():
+        if name is not None and trainer.is_global_zero:
+            print(f"evaluation {name!r}: {', '.join(f'{k}={v}' for k, v in sampler.items() if k != '_partial_')}")
+        results = sample_and_score(module, sampler, cfg.eval.num_samples, guidances, [cfg.seed],
+                                   EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
+                                   rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
+                                   step=trainer.global_step, root=cfg.data.root, evaluation=name)
+        scalars.update({k: v for w, m in results.items()
+                        for k, v in logger_scalars(m, f"@guidance={w}" if sweep or name else "", name).items()})
     for logger in trainer.loggers:
         logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()

@@ -149,7 +149,7 @@ PAPER_RECIPE = {"model.channels": [64, 128], "model.activation": "relu", "model.
 
 
 @pytest.mark.parametrize("preset,grid,guidances", [
-    ("ablation_schedule", {"schedule": "linear,cosine", "timesteps": "1000,4000"}, None),
+    ("ablation_schedule", {"schedule": "linear,cosine", "timesteps": "1000,4000"}, [0.2, 0, 0.5]),  # Tables 2, 3
     ("ablation_guidance", None, [0, 0.2, 0.5]),
 ])
 def test_the_ablation_presets_are_the_seed_papers_recipe(preset, grid, guidances):
@@ -186,3 +186,31 @@ def test_the_docs_package_layout_names_every_module():
     layout = (Path(CONF).parent / "docs" / "architecture.md").read_text()
     modules = {p.name for p in (Path(CONF).parent / "diffusion").glob("*.py")} - {"__init__.py"}
     assert modules <= set(re.findall(r"`(\w+\.py)`", layout))
+
+
+def test_the_ablation_presets_name_two_evaluations_that_instantiate(tmp_path):
+    from diffusion.samplers import sampler_name
+    from diffusion.train import named_evaluations
+
+    cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule"])
+    named = named_evaluations(cfg)
+    assert list(named) == ["paper", "fast"] and list(cfg.eval.guidance) == [0.2, 0, 0.5]
+    assert {k: (sampler_name(v._target_), v.steps) for k, v in named.items()} == {"paper": ("ddpm", None),
+                                                                                  "fast": ("dpm_solver", 20)}
+    assert named["paper"].sigma == "posterior" and named["fast"].order == 2  # σ² = β̃ (Algorithm 2); 2M
+    assert all(callable(instantiate(v)) for v in named.values())
+    assert named_evaluations(compose_cfg("train", [f"run_dir={tmp_path}"])) == {}  # the run's own sampler
+
+
+def test_a_named_evaluation_needs_a_usable_name_and_a_sampler():
+    from diffusion.checks import ConfigError
+    from diffusion.train import check_evaluation
+
+    ddim = OmegaConf.create({"_target_": "diffusion.samplers.ddim_sample", "steps": 5})
+    check_evaluation("ddim-5", ddim, 100)
+    with pytest.raises(ConfigError, match=r"eval.samplers: 'a/b' is not a usable name"):
+        check_evaluation("a/b", ddim, 100)
+    with pytest.raises(ConfigError, match=r"eval.samplers.x names no sampler"):
+        check_evaluation("x", OmegaConf.create({"steps": 5}), 100)
+    with pytest.raises(ConfigError, match=r"eval.samplers.x.steps must be an integer between 1 and timesteps \(4\)"):
+        check_evaluation("x", ddim, 4)

@@ -23,33 +23,14 @@ def run_report(root):
                           text=True, timeout=120)
 
 
-def test_schedule_ablation_2x2_multirun_and_report(tmp_path):
-    r = run_entry("train.py", "-m", "experiment=ablation_schedule", *TINY, f"hydra.sweep.dir={tmp_path}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = collect(tmp_path)
-    assert len(rows) == 4 and all(row["status"] == "ok" and row["FID"] is not None for row in rows)
-    assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
-                                                             ("cosine", 4000)}
-    assert {row["ω"] for row in rows} == {0.2} and {row["iterations"] for row in rows} == {20}
-    assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row["paper IS"]) for row in rows} == {
-        ("linear", 1000): (16.19, 9.56), ("cosine", 1000): (26.82, 9.00), ("linear", 4000): (20.91, 8.68),
-        ("cosine", 4000): (21.70, 8.73)}
-    rep = run_report(tmp_path)
-    assert rep.returncode == 0 and "4 ok, 0 failed" in rep.stdout
-    table, paper = (tmp_path / "report.md").read_text().split("\n## The seed paper's Tables 2 and 3")
-    assert table.count("\n") == 2 + 4 and (tmp_path / "report.csv").is_file()
-    for value in ("16.19", "9.56", "20.91", "8.68", "26.82", "9.00", "21.70", "8.73", "21.12", "9.13", "24.67", "9.14"):
-        assert f"| {value} |" in paper and f"| {value} |" in rep.stdout  # every figure of Tables 2 and 3
-    assert paper.count("not run") == 2  # Table 3's ω = 0 and 0.5: not in this grid
-
-
 def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tmp_path):
     r = run_entry("train.py", "experiment=ablation_guidance", *TINY, "eval.guidance=[-1,0,0.5]",
-                  f"hydra.run.dir={tmp_path}")
+                  "~eval.samplers.fast", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list(tmp_path.glob("**/checkpoints/last.ckpt"))) == 1  # trained once
     rows = collect(tmp_path)
-    assert [row["ω"] for row in rows] == [-1, 0, 0.5] and len({row["iterations"] for row in rows}) == 1
+    assert [(row["evaluation"], row["ω"]) for row in rows] == [("paper", -1), ("paper", 0), ("paper", 0.5)]
+    assert len({row["iterations"] for row in rows}) == 1
     rep = run_report(tmp_path)
     assert rep.returncode == 0 and (tmp_path / "guidance.png").is_file()
 
@@ -111,35 +92,70 @@ def files_of(run_dir):
             if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
 
 
-def test_a_sweep_killed_mid_point_resumes_where_it_stopped(tmp_path):
+def kill_when(first: subprocess.Popen, found, log, deadline_s: float = 300) -> None:
+    """SIGKILL a command's whole process group as soon as `found()` is true."""
+    deadline = time.monotonic() + deadline_s
+    while not found():
+        assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)  # polling the files a training writes
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+
+PAPER = {("linear", 1000, 0.2): "16.19 / 9.56", ("linear", 4000, 0.2): "20.91 / 8.68",
+         ("cosine", 1000, 0.2): "26.82 / 9.00", ("cosine", 4000, 0.2): "21.70 / 8.73",
+         ("linear", 1000, 0.0): "21.12 / 9.13", ("linear", 1000, 0.5): "24.67 / 9.14"}  # the paper's Tables 2 and 3
+
+
+def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_point_and_resumed(tmp_path):
     sweep = tmp_path / "sweep"
-    args = [*TINY, "trainer.max_steps=100", "callbacks.last_checkpoint.every_n_train_steps=10", "eval.num_samples=20",
-            "timesteps=100,200,300", f"hydra.sweep.dir={sweep}"]
+    args = ["-m", "experiment=ablation_schedule", *TINY, "trainer.max_steps=40",
+            "callbacks.last_checkpoint.every_n_train_steps=10", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline"}
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", *args], cwd=ROOT, env=env,
-                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while not list(sweep.glob("1-*/checkpoints/last.ckpt")):  # point 1 has saved its first checkpoint
-            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-            time.sleep(0.05)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        kill_when(first, lambda: list(sweep.glob("1-*/checkpoints/last.ckpt")), log)  # point 1's first checkpoint
     point0, point1 = sorted(sweep.glob("0-*"))[0], sorted(sweep.glob("1-*"))[0]
     assert json.loads((point0 / "status.json").read_text())["status"] == "ok"
     assert not (point1 / "status.json").exists() and not list(sweep.glob("2-*"))
     before = files_of(point0)
 
-    r = run_entry("train.py", "-m", *args, "resume=true")
+    r = run_entry("train.py", *args, "resume=true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"resume: {point0} finished earlier (status.json ok); skipped" in r.stdout
     assert f"resume: continuing {point1} from {point1 / 'checkpoints' / 'last.ckpt'}" in r.stdout
     assert files_of(point0) == before  # not retrained, nothing rewritten
     statuses = [json.loads((p / "status.json").read_text()) for p in sorted(sweep.glob("[0-9]-*"))]
-    assert [s["status"] for s in statuses] == ["ok"] * 3
-    assert [s["metrics"]["global_step"] for s in statuses] == [100] * 3  # point 1 reached the same final step
+    assert [s["status"] for s in statuses] == ["ok"] * 4
+    assert [s["metrics"]["global_step"] for s in statuses] == [40] * 4  # point 1 reached the same final step
+
+    rows = collect(sweep)  # 4 points × 2 named evaluations × 3 ω, each its own metrics.json
+    assert len(rows) == 24 and all(row["status"] == "ok" and row["FID"] is not None for row in rows)
+    assert (point1 / "eval" / "fast" / "guidance=0.5" / "metrics.json").is_file()
+    assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
+                                                             ("cosine", 4000)}
+    assert {(row["evaluation"], row["sampler"]) for row in rows} == {("paper", "ddpm 20"), ("fast", "dpm_solver 2M 10")}
+    assert {row["ω"] for row in rows} == {0.2, 0, 0.5} and {row["iterations"] for row in rows} == {40}
+    assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row["paper IS"]) for row in rows
+            if row["ω"] == 0.2} == {k[:2]: tuple(map(float, v.split(" / "))) for k, v in PAPER.items() if k[2] == 0.2}
+
     rep = run_report(sweep)
-    assert rep.returncode == 0 and "3 ok, 0 failed" in rep.stdout, rep.stdout
+    assert rep.returncode == 0 and "24 ok, 0 failed" in rep.stdout, rep.stdout
+    report = (sweep / "report.md").read_text()
+    table, table2, table3 = report.split("\n## The seed paper's Table ")
+    assert table.count("\n") == 2 + 24 and (sweep / "report.csv").is_file()
+    assert table2.startswith("2: schedule × T at ω = 0.2") and table3.startswith("3: ω at linear, T = 1000")
+    for text in (table2, table3):
+        assert "| ours, paper: Inception FID / classifier IS | ours, fast: Inception FID / classifier IS |" in text
+    for (schedule, T, w), paper in PAPER.items():  # every figure of Tables 2 and 3, with both evaluations beside it
+        for text in [table2] * (w == 0.2) + [table3] * ((schedule, T) == ("linear", 1000)):
+            (line,) = [row for row in text.splitlines() if row.startswith(f"| {schedule} | {T} | {w:g} |")]
+            cells = line.strip("| ").split(" | ")
+            assert cells[3] == paper and len(cells) == 6 and "not run" not in line, line
+            assert all(cell.startswith("– / ") and float(cell[4:]) > 0 for cell in cells[4:]), line  # no Inception
+        assert paper in rep.stdout
 
 
 def test_submitit_local_runs_each_point_as_a_submitit_job_and_the_report_reads_the_sweep(tmp_path):

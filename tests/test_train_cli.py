@@ -84,6 +84,28 @@ def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_pat
     assert step_of(resumed / "checkpoints/last.ckpt") == 120
 
 
+def test_a_run_stopped_by_max_time_is_interrupted_and_resume_true_gives_it_a_fresh_slot_to_finish(tmp_path):
+    from diffusion.runs import read_status
+
+    args = [*FAST, "eval.num_samples=0", "logger=none", "trainer.max_time=00:00:00:02", f"hydra.run.dir={tmp_path}"]
+    r = run_entry("train.py", *args, "trainer.max_steps=100000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    stopped = step_of(last)  # saved where the time ran out, not at the last every-10-steps save
+    reason = f"stopped by trainer.max_time at step {stopped} of 100000"
+    assert 0 < stopped < 100000 and f"{reason}; recorded as interrupted" in r.stdout
+    assert read_status(tmp_path)["status"] == "interrupted" and read_status(tmp_path)["error"] == reason
+    assert not (tmp_path / "model.safetensors").exists()  # not finished: no final weights, no evaluation
+
+    # the first slot's 2 s are not counted again (Lightning's Timer alone would stop this run at once)
+    r = run_entry("train.py", *args, f"trainer.max_steps={stopped + 5}", "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resume: continuing {tmp_path} from {last}" in r.stdout and "recorded as interrupted" not in r.stdout
+    status = read_status(tmp_path)
+    assert status["status"] == "ok" and status["metrics"]["global_step"] == stopped + 5
+    assert (tmp_path / "model.safetensors").is_file()
+
+
 def test_a_compiled_training_step_matches_the_eager_one(tmp_path):
     """compile=true through the compiler's CPU backend (inductor): the same losses as eager, step for step (fp32)."""
     losses = {}
@@ -141,6 +163,10 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.stem_channels=0", "stem_channels must be a positive integer, got 0"),
     ("compile=fast", "compile must be true, false or one of default, reduce-overhead, max-autotune; got 'fast'"),
     ("resume=maybe", "resume must be true or false, got 'maybe'"),
+    ("trainer.max_time=5min", "trainer.max_time must be DD:HH:MM:SS, e.g. 00:03:50:00, got '5min'"),
+    ("+eval.samplers.x.steps=5", "eval.samplers.x names no sampler; add one with +sampler@eval.samplers.x=NAME"),
+    ("experiment=ablation_schedule eval.samplers.fast.steps=5000",
+     "eval.samplers.fast.steps must be an integer between 1 and timesteps (1000), got 5000"),
     ("resume=true ckpt_path=x.ckpt", "resume=true finds the run directory's own checkpoints/last.ckpt; drop ckpt_path"),
     *([] if torch.cuda.is_available() else
       [("trainer=gpu", "trainer.accelerator=gpu needs a CUDA GPU and none is visible here; use trainer=cpu")]),
