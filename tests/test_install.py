@@ -50,3 +50,21 @@ def test_the_suite_runs_on_the_pinned_versions():
     drift = [f"{name} {version} (constraints.txt: {lock[name]})" for name, version in seen.items()
              if name in lock and version != lock[name]]
     assert not drift, "installed versions differ from constraints.txt (make install): " + "; ".join(drift)
+
+
+def make_plan(target: str) -> list[str]:
+    """The pip installs `make <target>` would run in a fresh clone (`make -n -B`: print every command, run none)."""
+    import subprocess
+
+    r = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [line for line in r.stdout.splitlines() if "pip install" in line and " -e " in line]
+
+
+def test_make_train_installs_the_core_only_and_make_test_adds_the_extras():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert not core & {"gradio", "playwright", "tensorboard", "optuna", "hydra-optuna-sweeper", "pytest"}
+    assert [line.split(" -e ")[1].strip() for line in make_plan("train")] == ["."]
+    assert "-e '.[test,sweep,demo,tensorboard]'" in " ".join(make_plan("test"))
+    assert project["requires-python"] == ">=3.11"
