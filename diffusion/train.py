@@ -48,6 +48,8 @@ def check_config(cfg: DictConfig) -> None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
     for name, sampler in named_evaluations(cfg).items():
         check_evaluation(name, sampler, T)
+    if cfg.eval.get("max_sampler_steps") is not None:
+        check_steps(cfg.eval.max_sampler_steps, T, key="eval.max_sampler_steps", of="timesteps")
     check_choice(cfg.loss, LOSSES, "loss")
     check_choice(cfg.prediction, PREDICTIONS, "prediction")
     check_choice(cfg.loss_weight, LOSS_WEIGHTS, "loss_weight")
@@ -93,6 +95,21 @@ def named_evaluations(cfg: DictConfig) -> dict[str, DictConfig]:
         raise ConfigError(f"eval.samplers must map names to samplers, e.g. +sampler@eval.samplers.fast=dpm_solver; "
                           f"got {samplers!r}")
     return dict(samplers)
+
+
+def evaluation_samplers(cfg: DictConfig) -> dict[str | None, DictConfig]:
+    """What the end-of-run evaluation samples with: each named evaluation, else the run's sampler (name None), with
+    at most eval.max_sampler_steps steps."""
+    samplers = named_evaluations(cfg) or {None: cfg.sampler}
+    cap = cfg.eval.get("max_sampler_steps")
+    if cap is None:
+        return samplers
+    capped = {}
+    for name, sampler in samplers.items():
+        capped[name] = sampler.copy()
+        if sampler.get("steps") is None or sampler.steps > cap:
+            capped[name].steps = cap
+    return capped
 
 
 def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
@@ -260,7 +277,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
     sweep = cfg.eval.guidance is not None
     guidances = list(cfg.eval.guidance) if sweep else [cfg.guidance]
     scalars = {}
-    for name, sampler in (named_evaluations(cfg) or {None: cfg.sampler}).items():
+    for name, sampler in evaluation_samplers(cfg).items():
         if name is not None and trainer.is_global_zero:
             print(f"evaluation {name!r}: {', '.join(f'{k}={v}' for k, v in sampler.items() if k != '_partial_')}")
         results = sample_and_score(module, sampler, cfg.eval.num_samples, guidances, [cfg.seed],

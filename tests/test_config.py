@@ -202,6 +202,17 @@ def test_the_ablation_presets_name_two_evaluations_that_instantiate(tmp_path):
     assert named_evaluations(compose_cfg("train", [f"run_dir={tmp_path}"])) == {}  # the run's own sampler
 
 
+def test_eval_max_sampler_steps_caps_every_evaluation_and_the_debug_presets_compose_alone(tmp_path):
+    from diffusion.train import evaluation_samplers
+
+    cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule", "eval.max_sampler_steps=15"])
+    assert {k: v.steps for k, v in evaluation_samplers(cfg).items()} == {"paper": 15, "fast": 15}
+    assert cfg.eval.samplers.paper.steps is None  # the config itself is left as it is
+    for debug, cap in (("ablation", 10), ("ablation_cpu", 20)):
+        cfg = compose_cfg("train", [f"run_dir={tmp_path}", f"debug={debug}"])  # no ablation experiment needed
+        assert {k: v.steps for k, v in evaluation_samplers(cfg).items()} == {None: min(cfg.sampler.steps, cap)}
+
+
 def test_a_named_evaluation_needs_a_usable_name_and_a_sampler():
     from diffusion.checks import ConfigError
     from diffusion.train import check_evaluation

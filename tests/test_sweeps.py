@@ -136,7 +136,7 @@ def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_p
     assert (point1 / "eval" / "fast" / "guidance=0.5" / "metrics.json").is_file()
     assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
                                                              ("cosine", 4000)}
-    assert {(row["evaluation"], row["sampler"]) for row in rows} == {("paper", "ddpm 20"), ("fast", "dpm_solver 2M 10")}
+    assert {(row["evaluation"], row["sampler"]) for row in rows} == {("paper", "ddpm 10"), ("fast", "dpm_solver 2M 10")}
     assert {row["ω"] for row in rows} == {0.2, 0, 0.5} and {row["iterations"] for row in rows} == {40}
     assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row["paper IS"]) for row in rows
             if row["ω"] == 0.2} == {k[:2]: tuple(map(float, v.split(" / "))) for k, v in PAPER.items() if k[2] == 0.2}

@@ -73,7 +73,7 @@ def test_two_point_multirun_on_the_gpu(tmp_path, data_root):
 
 
 def test_the_paper_recipe_compiled_into_cuda_graphs_trains_like_eager(tmp_path, data_root):
-    """compile=reduce-overhead (the GPU queue's setting) through train.py on CUDA: the same losses as eager, step for
+    """compile=reduce-overhead (CUDA graphs) through train.py on CUDA: the same losses as eager, step for
     step, in fp32 (TF32 matmuls: loose tolerance), and a steady images/s in status.json."""
     losses = {}
     for setting in ("false", "reduce-overhead"):
