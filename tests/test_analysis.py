@@ -42,11 +42,11 @@ def test_chance_noise_class_and_last_t_above_half():
 
 @pytest.mark.slow
 def test_recognition_mode_writes_csvs_and_plot(tiny_ckpt, tmp_path):
-    from conftest import run_entry
+    from conftest import run_main
     from PIL import Image
 
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=recognition", "num_samples=50", "n_per_class=2",
-                  "sampler.steps=5", f"hydra.run.dir={tmp_path}")
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", "mode=recognition", "num_samples=50", "n_per_class=2",
+                 "sampler.steps=5", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "recognition.csv").read_text().splitlines()))
     forward = [row for row in rows if row["process"] == "forward"]

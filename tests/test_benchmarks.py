@@ -4,17 +4,15 @@ import os
 import subprocess
 import sys
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, run_main
 
 from diffusion.checkpoint import load_module
 from diffusion.samplers import log_snr_timesteps
 
 
 def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
-    r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
-                        "--only", "dpm_solver order=3", "dpm_solver order=2 guidance_interval",
-                        "dpm_solver order=3 guidance"], cwd=ROOT, text=True,
-                       capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
+    r = run_main("benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10", "--only",
+                 "dpm_solver order=3", "dpm_solver order=2 guidance_interval", "dpm_solver order=3 guidance")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| dpm_solver")]
     assert [(c[0].strip(), int(c[1])) for c in rows] == [("dpm_solver order=3", n) for n in (10, 15, 20)] + [
@@ -32,10 +30,8 @@ def test_bench_sample_counts_network_evaluations_per_setting(tiny_ckpt):
 
 def test_bench_sample_sweeps_steps_and_plots_quality_against_them(tiny_ckpt, tmp_path):
     plot = tmp_path / "steps.png"
-    r = subprocess.run([sys.executable, "-m", "benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10",
-                        "--only", "ddim", "dpm_solver order=3", "--steps", "2", "4", "--guidance", "0", "1.5",
-                        "--plot", str(plot)], cwd=ROOT,
-                       text=True, capture_output=True, timeout=600, env={**os.environ, "DIFFUSION_DATA": str(DATA)})
+    r = run_main("benchmarks.sample_speed", str(tiny_ckpt), "--n", "10", "--batch", "10", "--only", "ddim",
+                 "dpm_solver order=3", "--steps", "2", "4", "--guidance", "0", "1.5", "--plot", str(plot))
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [[c.strip() for c in line.split("|")[1:5]] for line in r.stdout.splitlines() if line.startswith("| d")]
     assert [row[:3] for row in rows] == [[name, steps, w] for name in ("ddim", "dpm_solver order=3")

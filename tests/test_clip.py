@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_entry, run_main
+from conftest import ROOT, run_main
 
 # `make test` installs transformers into a folder of its own (Makefile, CLIP_LIB): in the venv, torchmetrics would
 # import it at the start of every process of the suite.
@@ -100,8 +100,8 @@ def test_a_transformers_release_that_cannot_load_the_model_is_one_line(tiny_clip
 
 @pytest.mark.slow
 def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true",
-                  "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}", env=CLIP_ENV)
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true",
+                 "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}")  # CLIP_LIB on sys.path
     assert r.returncode == 0, r.stderr[-3000:]
     clip = json.loads((tmp_path / "metrics.json").read_text())["clip"]
     assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}",

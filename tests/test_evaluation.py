@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import compose_cfg, run_entry, run_main
+from conftest import compose_cfg, run_main
 from diffusion.classifier import evaluator_path, load_classifier
 from diffusion.datasets import DataSpec
 from diffusion.evaluation import InceptionFeatures, crop_padding, evaluate, inception_fid, real_images, run_metadata
@@ -130,8 +130,8 @@ def test_inception_fid_follows_the_paper_protocol_crop_to_28_against_the_unpadde
 
 @pytest.mark.slow
 def test_sample_py_bulk_evaluate_writes_metrics(tiny_ckpt, tmp_path):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
-                  "mode=bulk", "num_samples=30", "evaluate=true", "sampler.steps=4")
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
+                 "mode=bulk", "num_samples=30", "evaluate=true", "sampler.steps=4")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["num_samples"] == 30 and {"fid", "is", "class_accuracy", "per_class_accuracy", "confusion"} <= set(m)
@@ -169,8 +169,8 @@ def test_sampler_label_names_the_order_steps_and_interval(overrides, label):
 
 @pytest.mark.slow
 def test_sample_py_repeats_the_evaluation_over_seeds(tiny_ckpt, tmp_path):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
-                  "mode=bulk", "num_samples=20", "evaluate=true", "sampler.steps=3", "repeats=3", "seed=5")
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", f"hydra.run.dir={tmp_path}", f"out_dir={tmp_path}",
+                 "mode=bulk", "num_samples=20", "evaluate=true", "sampler.steps=3", "repeats=3", "seed=5")
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     per_seed = [json.loads((tmp_path / f"seed={s}" / "metrics.json").read_text()) for s in (5, 6, 7)]

@@ -1,4 +1,8 @@
-"""sample.py end to end on a tiny checkpoint trained in the session: every mode, prompts, stdin, bad input."""
+"""sample.py end to end on a tiny checkpoint trained in the session: every mode, prompts, stdin, bad input.
+
+Most runs go through sample.py's own main in the test process (conftest.run_main: the same argv, composition and
+entry point); those that need a process of their own (stdin, signals, Hydra's own error path, the first start in
+an empty directory) run as one."""
 
 import json
 import shutil
@@ -19,8 +23,10 @@ pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make
 FAST = ["sampler.steps=5"]
 
 
-def sample(ckpt, out, *args, **kw):
-    return run_entry("sample.py", f"ckpt_path={ckpt}", f"out_dir={out}", f"hydra.run.dir={out}", *FAST, *args, **kw)
+def sample(ckpt, out, *args, input=None):
+    """`python sample.py ckpt_path=… <args>`: in this process, or as its own process where stdin is fed."""
+    args = (f"ckpt_path={ckpt}", f"out_dir={out}", f"hydra.run.dir={out}", *FAST, *args)
+    return run_main("sample.py", *args) if input is None else run_entry("sample.py", *args, input=input)
 
 
 @pytest.mark.parametrize("mode,files,size", [
@@ -112,8 +118,8 @@ def test_default_checkpoint_is_the_newest_under_outputs(tiny_ckpt, tmp_path):
     run = tmp_path / "outputs" / "some-run" / "checkpoints"
     run.mkdir(parents=True)
     shutil.copy(tiny_ckpt, run / "last.ckpt")
-    r = run_entry("sample.py", *FAST, "n_per_class=1", f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'o'}",
-                  cwd=tmp_path)
+    r = run_main("sample.py", *FAST, "n_per_class=1", f"out_dir={tmp_path / 'o'}", f"hydra.run.dir={tmp_path / 'o'}",
+                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "using the newest checkpoint: outputs/some-run/checkpoints/last.ckpt" in r.stdout
 
@@ -173,13 +179,13 @@ def test_unknown_sampler_gets_hydras_message(tmp_path):  # a real process: Hydra
 def test_shards_merge_into_exactly_the_whole_runs_samples_and_score_the_same(tmp_path):
     common = ["pretrained=mnist", "sampler.steps=3", "num_samples=24", "eval.batch_size=24"]
     for start, stop in [(10, 24), (0, 10)]:  # any order, any batch size: image i depends on (seed, i) only
-        r = run_entry("sample.py", *common, "mode=bulk", f"shard=[{start},{stop}]", "batch_size=7",
-                      f"hydra.run.dir={tmp_path / f'shard{start}'}")
+        r = run_main("sample.py", *common, "mode=bulk", f"shard=[{start},{stop}]", "batch_size=7",
+                     f"hydra.run.dir={tmp_path / f'shard{start}'}")
         assert r.returncode == 0, r.stderr[-3000:]
-    r = run_entry("sample.py", *common, "mode=bulk", "evaluate=true", f"hydra.run.dir={tmp_path / 'whole'}")
+    r = run_main("sample.py", *common, "mode=bulk", "evaluate=true", f"hydra.run.dir={tmp_path / 'whole'}")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = run_entry("sample.py", *common, "mode=merge", f"shards=[{tmp_path / 'shard0'},{tmp_path / 'shard10'}]",
-                  "evaluate=true", f"hydra.run.dir={tmp_path / 'merged'}")
+    r = run_main("sample.py", *common, "mode=merge", f"shards=[{tmp_path / 'shard0'},{tmp_path / 'shard10'}]",
+                 "evaluate=true", f"hydra.run.dir={tmp_path / 'merged'}")
     assert r.returncode == 0, r.stderr[-3000:]
     whole, merged = (np.load(tmp_path / d / "samples.npz") for d in ("whole", "merged"))
     assert np.array_equal(whole["images"], merged["images"]) and np.array_equal(whole["labels"], merged["labels"])

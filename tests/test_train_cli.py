@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, ROOT, run_entry, run_main
+from conftest import DATA, ROOT, TINY_RUN, run_entry, run_main
 from diffusion.module import NonFiniteLossError
 from diffusion.train import train
 
@@ -26,29 +26,26 @@ def step_of(ckpt: Path) -> int:
 
 
 @pytest.mark.parametrize("data", ["mnist", "fashion"])
-def test_acceptance_command_leaves_a_complete_run_directory(data, tmp_path):
-    r = run_entry("train.py", "schedule=cosine", "guidance=0.2", "trainer.max_steps=50", "logger=csv", f"data={data}",
-                  *FAST, f"hydra.run.dir={tmp_path}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "trainable parameters" in r.stdout
+def test_acceptance_command_leaves_a_complete_run_directory(data, request):
+    """The session's shared runs are the README's `python train.py schedule=cosine guidance=0.2` (conftest.TINY_RUN)."""
+    run = request.getfixturevalue("tiny_run" if data == "mnist" else "tiny_fashion_run")
+    assert "trainable parameters" in run.result.stdout
     for f in ["checkpoints/last.ckpt", "params.md", "config.yaml", "samples/final.png", ".hydra/overrides.yaml",
-              "csv/metrics.csv", "metrics.json", "loss_curves.png"]:
-        assert (tmp_path / f).is_file(), f
-    assert step_of(tmp_path / "checkpoints/last.ckpt") == 50
-    saved = (tmp_path / "config.yaml").read_text()
-    assert "schedule:" in saved and "kind: cosine" in saved
-    params = (tmp_path / "params.md").read_text()
+              "csv/metrics.csv", "metrics.json", "loss_curves.png", "model.safetensors", "status.json"]:
+        assert (run.dir / f).is_file(), f
+    assert step_of(run.ckpt) == 30
+    saved = (run.dir / "config.yaml").read_text()
+    assert "schedule:" in saved and "kind: cosine" in saved and f"name: {data}" in saved
+    params = (run.dir / "params.md").read_text()
     assert "**total**" in params and "| bottleneck |" in params and "| time and label embedding |" in params
-    assert "eval/class_accuracy" in (tmp_path / "csv/metrics.csv").read_text()  # logged, not only written
+    assert "eval/class_accuracy" in (run.dir / "csv/metrics.csv").read_text()  # logged, not only written
 
 
-def test_resume_continues_step_count_with_optimizer_and_ema(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    r = run_entry("train.py", *FAST, "trainer.max_steps=30", f"hydra.run.dir={a}")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_resume_continues_step_count_with_optimizer_and_ema(tiny_run, tmp_path):
+    a, b = tiny_run.dir, tmp_path / "b"  # a: the session's 30-step run
     ckpt = torch.load(a / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 30 and ckpt["optimizer_states"] and "current_model_state" in ckpt  # EMA kept
-    r = run_entry("train.py", *FAST, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt",
+    r = run_entry("train.py", *TINY_RUN, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt",
                   f"hydra.run.dir={b}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert step_of(b / "checkpoints/last.ckpt") == 60
@@ -229,8 +226,8 @@ def test_unpadded_28x28_data_trains_samples_and_evaluates(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "class_accuracy" in json.loads((tmp_path / "metrics.json").read_text())  # evaluator framed to its 32×32
     out = tmp_path / "bulk"
-    r = run_entry("sample.py", f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "mode=bulk", "num_samples=10",
-                  "evaluate=true", "sampler.steps=3", f"hydra.run.dir={out}")
+    r = run_main("sample.py", f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "mode=bulk", "num_samples=10",
+                 "evaluate=true", "sampler.steps=3", f"hydra.run.dir={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert np.load(out / "samples.npz")["images"].shape == (10, 28, 28)  # the model's own shape, no border
 
