@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DATA, ROOT, free_port, run_entry
+from conftest import DATA, ROOT, free_port, run_entry, run_main
 from diffusion.report import collect
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
@@ -24,8 +24,8 @@ def run_report(root):
 
 
 def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tmp_path):
-    r = run_entry("train.py", "experiment=ablation_guidance", *TINY, "eval.guidance=[-1,0,0.5]",
-                  "~eval.samplers.fast", f"hydra.run.dir={tmp_path}")
+    r = run_main("train.py", "experiment=ablation_guidance", *TINY, "eval.guidance=[-1,0,0.5]",
+                 "~eval.samplers.fast", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list(tmp_path.glob("**/checkpoints/last.ckpt"))) == 1  # trained once
     rows = collect(tmp_path)
@@ -36,16 +36,16 @@ def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tm
 
 
 def test_guidance_sweep_over_an_existing_checkpoint_with_sample_py(tiny_ckpt, tmp_path):
-    r = run_entry("sample.py", "-m", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=30", "evaluate=true",
-                  "sampler.steps=4", "guidance=-1,0,2", f"hydra.sweep.dir={tmp_path}")
+    r = run_main("sample.py", "-m", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=30", "evaluate=true",
+                 "sampler.steps=4", "guidance=-1,0,2", f"hydra.sweep.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = collect(tmp_path)
     assert sorted(row["ω"] for row in rows) == [-1, 0, 2] and all(row["status"] == "ok" for row in rows)
 
 
 def test_repeated_evaluation_is_one_mean_and_std_row_beside_each_seed(tiny_ckpt, tmp_path):
-    r = run_entry("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true", "repeats=3",
-                  "sampler.steps=3", f"hydra.run.dir={tmp_path}")
+    r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", "mode=bulk", "num_samples=20", "evaluate=true", "repeats=3",
+                 "sampler.steps=3", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["run"]: row for row in collect(tmp_path)}
     seeds = [rows[f"seed={s}"]["FID"] for s in range(3)]
@@ -193,7 +193,7 @@ def test_the_slurm_recipe_asks_sbatch_for_the_ranks_gpus_and_time_of_the_ddp_poi
 def test_slurm_without_slurm_or_with_tasks_not_matching_devices_is_refused_in_one_line(tmp_path):
     args = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.tasks_per_node=1", "trainer=ddp", "trainer.devices=4",
             "timesteps=100,200"]
-    r = run_entry("train.py", *args, cwd=tmp_path, env={"PATH": os.path.dirname(sys.executable)}, timeout=120)
+    r = run_main("train.py", *args, cwd=tmp_path, env={"PATH": os.path.dirname(sys.executable)})
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: hydra/launcher=submitit_slurm submits to SLURM and finds no sbatch/srun here: run the sweep on the "
         "cluster's login node, or use hydra/launcher=submitit_local to run the same jobs on this machine"]
@@ -202,7 +202,7 @@ def test_slurm_without_slurm_or_with_tasks_not_matching_devices_is_refused_in_on
     for tool in ("sbatch", "srun"):
         (fake / tool).write_text("#!/bin/sh\nexit 1\n")
         (fake / tool).chmod(0o755)
-    r = run_entry("train.py", *args, cwd=tmp_path, env={"PATH": f"{fake}:{os.environ['PATH']}"}, timeout=120)
+    r = run_main("train.py", *args, cwd=tmp_path, env={"PATH": f"{fake}:{os.environ['PATH']}"})
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "error: SLURM starts the DDP ranks itself: hydra.launcher.tasks_per_node (1) must equal trainer.devices (4) "
         "and hydra.launcher.nodes (1) trainer.num_nodes (1)"]

@@ -45,8 +45,8 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tiny_run, tmp_path):
     a, b = tiny_run.dir, tmp_path / "b"  # a: the session's 30-step run
     ckpt = torch.load(a / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 30 and ckpt["optimizer_states"] and "current_model_state" in ckpt  # EMA kept
-    r = run_entry("train.py", *TINY_RUN, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt",
-                  f"hydra.run.dir={b}")
+    r = run_main("train.py", *TINY_RUN, "trainer.max_steps=60", f"ckpt_path={a}/checkpoints/last.ckpt",
+                 f"hydra.run.dir={b}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert step_of(b / "checkpoints/last.ckpt") == 60
     curve = torch.load(b / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["callbacks"]["LossCurves"]
@@ -222,7 +222,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
 
 
 def test_unpadded_28x28_data_trains_samples_and_evaluates(tmp_path):
-    r = run_entry("train.py", *FAST, "data.pad=0", "trainer.max_steps=10", "logger=none", f"hydra.run.dir={tmp_path}")
+    r = run_main("train.py", *FAST, "data.pad=0", "trainer.max_steps=10", "logger=none", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "class_accuracy" in json.loads((tmp_path / "metrics.json").read_text())  # evaluator framed to its 32×32
     out = tmp_path / "bulk"
@@ -241,8 +241,8 @@ def test_seed_presets_shortened_as_a_user_would_train_and_sample_their_own_way(t
     its own (DDPM; `sampler.steps=2` keeps the run short and travels with the checkpoint)."""
     fast = ["eval.num_samples=0", "logger=none", "callbacks.progress=null", "callbacks.sample_grid.n_per_class=1",
             "data.batch_size=8", "sampler.steps=2"]
-    r = run_entry("train.py", "-m", f"experiment={','.join(SEEDS)}", "trainer.max_steps=2", *fast,
-                  f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}")
+    r = run_main("train.py", "-m", f"experiment={','.join(SEEDS)}", "trainer.max_steps=2", *fast,
+                 f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "error:" not in r.stderr, r.stderr[-3000:]
     ckpts = []
@@ -266,8 +266,8 @@ def test_seed_presets_shortened_as_a_user_would_train_and_sample_their_own_way(t
             stopper = [v for k, v in ckpt["callbacks"].items() if k.startswith("EarlyStopping")]
             assert stopper and stopper[0]["patience"] == 5
     out = tmp_path / "samples"
-    r = run_entry("sample.py", "-m", f"ckpt_path={','.join(map(str, ckpts))}", "mode=bulk", "num_samples=2",
-                  f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${hydra.job.num}")
+    r = run_main("sample.py", "-m", f"ckpt_path={','.join(map(str, ckpts))}", "mode=bulk", "num_samples=2",
+                 f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${hydra.job.num}")
     assert r.returncode == 0, r.stderr[-3000:]
     own = "sampler: ddpm, 2 steps, sigma=posterior (the model's own; sampler=NAME for another)"
     assert r.stdout.count(own) == len(SEEDS), r.stdout
