@@ -148,9 +148,11 @@ class SampleGrid(L.Callback):
         images = module.sample(labels, self.sampler, seed=self.seed)  # same seed: same noise every time
         path = save_grid(images, Path(trainer.default_root_dir) / self.dirname / f"{name}.png", self.n_per_class)
         for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                grid = np.asarray(grid_image(images, self.n_per_class))
-                logger.log_image("samples", [grid], step=trainer.global_step)
+            if isinstance(logger, WandbLogger):  # one captioned row per class
+                names = list(module.hparams.class_names)
+                rows = [np.asarray(grid_image(images[c * self.n_per_class:(c + 1) * self.n_per_class],
+                                              self.n_per_class)) for c in range(classes)]
+                logger.log_image("samples", rows, step=trainer.global_step, caption=names)
             elif isinstance(logger, TensorBoardLogger):
                 pic = torch.from_numpy(np.asarray(grid_image(images, self.n_per_class))).permute(2, 0, 1)
                 logger.experiment.add_image("samples", pic, trainer.global_step)

@@ -1,21 +1,45 @@
-"""Logger factories: Weights & Biases that never prompts or hangs without an account."""
+"""Weights & Biases, the way the ablation tables read: one W&B run per run directory across resumes, named after
+its sweep point and grouped by its sweep, the config flat with the ablation's keys on top, the evaluation as
+tables and plots, the model as an artifact (docs/sweeps.md, "Weights & Biases"). Never prompts or hangs without an
+account: offline unless logged in, and it says which.
+"""
 
 from __future__ import annotations
 
+import json
 import netrc
 import os
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from diffusion.files import atomic_write
+from diffusion.records import headline_keys, result_rows, value
+from diffusion.runs import WANDB_IDENTITY
+
+DEFAULT_HOST = "https://api.wandb.ai"
+FLAT = "/"  # the flattened config's separator: `optim/lr`, `trainer/max_steps`
+# Top-level config keys a W&B table groups and filters an ablation by, beside each config group's chosen option
+# (`schedule: linear`, `model: seed003`, `experiment: ablation_schedule`): where they live in the config.
+READABLE = {"lr": "optim.lr", "batch_size": "data.batch_size", "max_steps": "trainer.max_steps"}
+
+
+def wandb_base_url() -> str:
+    """The W&B server: WANDB_BASE_URL (a self-hosted one) or the public one."""
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST
 
 
 def wandb_logged_in() -> bool:
-    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
+    """An API key in the environment, or in ~/.netrc for the server's host (where `wandb login` puts it)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
+        return netrc.netrc().authenticators(urlparse(wandb_base_url()).hostname or "") is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
 
@@ -25,25 +49,213 @@ def wandb_mode() -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
 
 
-def sweep_identity() -> dict[str, Any]:
-    """In a sweep: group = the sweep directory, name = the job's overrides, tags = each override."""
+def hydra_choices() -> dict[str, str]:
+    """The option chosen in each config group of this Hydra job (`schedule: linear`), Hydra's own groups left out."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items()
+            if v is not None and not k.startswith("hydra")}
+
+
+def swept_keys(sweep: str | Path) -> set[str]:
+    """The keys a sweep varies: its sweeper's params (an experiment's `hydra.sweeper.params`, an Optuna search space)
+    and the command line's sweep overrides (`seed=0,1,2`), read from the multirun.yaml Hydra writes in the sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    keys = set()
+    if HydraConfig.initialized():
+        keys |= set((HydraConfig.get().sweeper.get("params") or {}).keys())
+    multirun = Path(sweep) / "multirun.yaml"
+    if multirun.is_file():
+        task = OmegaConf.load(multirun).hydra.overrides.task
+        keys |= {o.get_key_element().lstrip("~+") for o in OverridesParser.create().parse_overrides(list(task))
+                 if o.is_sweep_override()}
+    return keys
+
+
+def sweep_identity(default_name: str | None = None) -> dict[str, Any]:
+    """Name, group and tags of this run. In a sweep: group `<experiment or data>/<sweep dir>`, name the point's own
+    values of the swept keys (`schedule=linear,timesteps=1000`), tags every override; else `default_name`."""
     from hydra.core.hydra_config import HydraConfig
 
     from diffusion.sweeps import sweep_dir
 
-    if (sweep := sweep_dir()) is None:
-        return {}
-    hc = HydraConfig.get()
-    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "logger", "resume"))]
-    return {"group": Path(sweep).name, "name": ",".join(overrides) or hc.job.name, "tags": overrides}
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = [o for o in overrides if not o.lstrip("~+").startswith(("hydra", "logger", "resume"))]
+    sweep = sweep_dir()
+    if sweep is None:
+        return {"name": default_name, "tags": overrides}
+    choices = hydra_choices()
+    swept = swept_keys(sweep)
+    own = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") in swept]
+    return {"group": f"{choices.get('experiment') or choices.get('data') or 'sweep'}/{Path(sweep).name}",
+            "name": ",".join(own or overrides) or default_name, "tags": overrides}
 
 
-def wandb_logger(**kwargs: Any) -> WandbLogger:
-    """WandbLogger in `wandb_mode()`; offline runs are synced later with `wandb sync <dir>`."""
-    for key, value in sweep_identity().items():
-        if not kwargs.get(key):  # explicit settings win
-            kwargs[key] = value
+def flat_config(params: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A resolved config as W&B's table reads it: each config group's chosen option and the ablation's keys at the
+    top (`schedule: linear`, `timesteps`, `guidance`, `loss`, `lr`, `batch_size`, `seed`), then every leaf of the
+    config under its path (`optim/lr`, `schedule/kind`)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                walk(f"{prefix}{FLAT}{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = list(node) if isinstance(node, (list, tuple)) else node
+
+    walk("", {k: v for k, v in params.items() if k != "hydra"})
+    top = {k: v for k, v in flat.items() if FLAT not in k}
+    readable = {key: flat[path.replace(".", FLAT)] for key, path in READABLE.items() if path.replace(".", FLAT) in flat}
+    return {**dict(choices or {}), **readable, **top, **{k: v for k, v in flat.items() if FLAT in k}}
+
+
+class Identity:
+    """The W&B run of a run directory, kept in its wandb.json: the id every resume logs into again, the name and
+    group it was given, and its model artifact."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / WANDB_IDENTITY
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.data = {}
+
+    @property
+    def exists(self) -> bool:
+        return "id" in self.data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def update(self, **values: Any) -> None:
+        """Record values (rank 0)."""
+        self.data.update(values)
+        text = json.dumps(self.data, indent=1).encode()
+        atomic_write(self.path, lambda f: f.write(text))
+
+
+class RunLogger(WandbLogger):
+    """Lightning's WandbLogger, one W&B run per run directory: history steps are optimizer steps, so a resumed run
+    continues the curves from its checkpoint; steps W&B already holds for the run (online: its resumed step;
+    offline: what earlier attempts wrote) are not logged again, as W&B itself refuses them. Plus the evaluation as
+    data and the model as an artifact."""
+
+    def __init__(self, *, identity: Identity, **kwargs: Any) -> None:
+        super().__init__(id=identity.get("id"), **kwargs)
+        self.identity = identity
+        self._floor: int | None = None
+        self._told = False
+
+    @property
+    def floor(self) -> int:
+        """The first step this attempt logs: after every step the run already has in W&B."""
+        if self._floor is None:
+            from diffusion.wandb_files import last_step
+
+            run = self.experiment
+            written = last_step(self.save_dir, run.id) if run.offline else None
+            self._floor = max(0 if run.offline else run.step, -1 if written is None else written + 1)
+        return self._floor
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        self.experiment.config.update(flat_config(dict(params), hydra_choices()), allow_val_change=True)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if step is None:
+            self.experiment.log(dict(metrics))
+            return
+        if step < self.floor:  # re-done steps of a resumed run
+            if not self._told:
+                print(f"W&B: steps before {self.floor} are in the run already (an interrupted attempt logged them); "
+                      "this attempt logs the steps after them")
+                self._told = True
+            return
+        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+
+    def final_step(self, step: int) -> int:
+        """The step the end-of-run records go to: the run's last, or the first this attempt may log."""
+        return max(step, self.floor)
+
+    @rank_zero_only
+    def log_evaluation(self, results: Mapping[str | None, Mapping[float, dict[str, Any]]],
+                       class_names: Sequence[str], guidance: float | None, step: int) -> None:
+        """The evaluation as data: a table of every (evaluation, ω), FID against ω, the confusion matrix and the
+        headline numbers in the run summary (those of the first evaluation at the run's ω)."""
+        import wandb
+
+        columns, rows = result_rows(results)
+        data: dict[str, Any] = {"eval/results": wandb.Table(columns=columns, data=rows)}
+        omegas = sorted({w for by_w in results.values() for w in by_w})
+        if len(omegas) > 1:
+            named = [(name, by_w) for name, by_w in results.items()]
+            data["eval/fid_vs_guidance"] = wandb.plot.line_series(
+                xs=omegas, ys=[[value(by_w[w], "fid") if w in by_w else None for w in omegas] for _, by_w in named],
+                keys=[name or "eval" for name, _ in named], title="FID (classifier features) against guidance ω",
+                xname="ω")
+        primary_name, primary = next(iter(results.items()))
+        w = guidance if guidance in primary else next(iter(primary))
+        for name, by_w in results.items():
+            confusion = by_w.get(w, {}).get("confusion")
+            if confusion is not None:
+                truth = [c for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+                preds = [p for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+                key = "eval/confusion" if name is None else f"eval/{name}/confusion"
+                data[key] = wandb.plot.confusion_matrix(y_true=truth, preds=preds, class_names=list(class_names),
+                                                        title=f"classifier on samples at ω = {w}"
+                                                              + (f" ({name})" if name else ""))
+        self.experiment.log(data, step=self.final_step(step))
+        m = primary[w]
+        self.experiment.summary.update({**{k: v for k in headline_keys() if (v := value(m, k)) is not None},
+                                        "evaluation": primary_name or "", "eval_guidance": w,
+                                        "eval_samples": m.get("num_samples")})
+
+    @rank_zero_only
+    def log_model(self, run_dir: str | Path, files: Sequence[Path], metadata: Mapping[str, Any],
+                  best: bool) -> None:
+        """`files` of the run directory (model.safetensors, its config and metrics; never a pickled checkpoint) as
+        the model artifact `model-<run id>`, the metrics as metadata; aliases latest and, when these weights are
+        the run's best-validation ones, best."""
+        import wandb
+
+        name = f"model-{self.experiment.id}"
+        artifact = wandb.Artifact(name, type="model", metadata=dict(metadata))
+        for path in files:
+            artifact.add_file(str(path), name=str(Path(path).relative_to(run_dir)))
+        self.experiment.log_artifact(artifact, aliases=["latest", *(["best"] if best else [])])
+        self.identity.update(artifact=name)
+
+
+def wandb_logger(project: str, save_dir: str, name: str | None = None, default_name: str | None = None,
+                 group: str | None = None, job_type: str = "train", tags: Sequence[str] = (),
+                 log_model: bool = False, **kwargs: Any) -> RunLogger:
+    """The run directory's W&B run (`wandb_mode()`), named and grouped after its sweep point unless `name` /
+    `group` are set; prints where it goes. Offline runs are uploaded later with `wandb sync`."""
+    from diffusion.distributed import is_rank_zero
+
+    identity = Identity(save_dir)
+    found = sweep_identity(default_name)
+    name, group = name or found.get("name"), group or found.get("group")
+    tags = [*tags, *found.get("tags", [])]
     mode = wandb_mode()
     os.environ["WANDB_MODE"] = mode  # also governs runs started by child processes (DDP ranks)
-    os.makedirs(kwargs.get("save_dir", "."), exist_ok=True)
-    return WandbLogger(offline=mode == "offline", **kwargs)
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        again = " (continues its W&B run)" if identity.exists else ""
+        if not identity.exists:  # W&B run ids: letters and digits
+            identity.update(id=uuid.uuid4().hex[:12], name=name, group=group, job_type=job_type,
+                            project=project)
+        where = (f"offline, files in {Path(save_dir) / 'wandb'}; upload with `wandb sync "
+                 f"{Path(save_dir) / 'wandb'}/offline-run-*`" if mode == "offline" else
+                 f"{mode} at {wandb_base_url()}")
+        print(f"W&B: run {name} ({identity.get('id')}){again}, {where}")
+    return RunLogger(identity=identity, project=project, save_dir=save_dir, name=name, group=group,
+                     job_type=job_type, tags=[t[:64] for t in tags],  # W&B refuses longer tags
+                     log_model=log_model, offline=mode == "offline", **kwargs)

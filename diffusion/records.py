@@ -96,6 +96,15 @@ def logger_scalars(m: dict[str, Any], suffix: str = "", evaluation: str | None =
     return {f"{prefix}{key}{suffix}": v for key in headline_keys() if (v := value(m, key)) is not None}
 
 
+def result_rows(results: dict[str | None, dict[float, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:
+    """Every (evaluation, ω) of a run as a table: the columns and one row each (evaluation, sampler, ω, the headline
+    numbers, samples, step)."""
+    columns = ["evaluation", "sampler", "ω", *[h.label for h in HEADLINE], "samples", "step"]
+    rows = [[name or "", sampler_label(m), w, *[value(m, h.key) for h in HEADLINE], m.get("num_samples"), m.get("step")]
+            for name, by_w in results.items() for w, m in by_w.items()]
+    return columns, rows
+
+
 def format_table(m: dict[str, Any], names: list[str]) -> str:
     """A short printable summary: headline numbers, then accuracy and the commonest confusion per class."""
     lines = [f"{m['num_samples']} samples of {m['data']}: FID {m['fid']:.3f} (classifier features)"

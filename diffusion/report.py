@@ -3,7 +3,7 @@ seed paper's published FID beside each run of a setting it reports, then the pap
 per named evaluation (eval.samplers) of this sweep.
 
 Writes report.md, report.csv and, when several ω were evaluated, guidance.png (FID and IS against ω)
-into the directory (or --out), and prints the Markdown tables.
+into the directory (or --out), and prints the Markdown tables; `--wandb` also logs them to the sweep's W&B group.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from diffusion import records
 from diffusion.published import PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
-from diffusion.runs import OK, STATUS_FILE, read_status
+from diffusion.runs import OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS"
@@ -45,15 +45,16 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
             PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
 
 
-def paper_tables(rows: list[dict[str, Any]]) -> str:
-    """The seed paper's Tables 2 and 3: per setting its Inception FID / IS, then this sweep's for each evaluation."""
+def paper_table_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[str, list[str], list[list[str]]]]:
+    """The seed paper's Tables 2 and 3, {n: (title, header, rows)}: per setting its Inception FID / IS, then this
+    sweep's for each evaluation."""
     ok = [r for r in rows if r.get("status") == "ok"]
     evaluations = sorted({r.get("evaluation") or "" for r in ok}, key=lambda e: (e != "paper", e))
-    out = []
+    out = {}
     for n, title in TABLE_TITLES.items():
         header = ["schedule", "T", "ω", "paper: Inception FID / IS",
                   *[f"ours{f', {e}' if e else ''}: Inception FID / classifier IS" for e in evaluations]]
-        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3)]
+        lines = []
         for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
             if n not in paper_tables_of(schedule, T, w):
                 continue
@@ -63,9 +64,47 @@ def paper_tables(rows: list[dict[str, Any]]) -> str:
                          and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
                 cells.append("; ".join(f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))}" for r in found)
                              or "not run")
-            lines.append(f"| {schedule} | {T} | {w:g} | {_paper(fid)} / {_paper(is_)} | {' | '.join(cells)} |")
-        out.append(f"\n## The seed paper's Table {n}: {title}\n\n" + "\n".join(lines) + "\n")
+            lines.append([schedule, str(T), f"{w:g}", f"{_paper(fid)} / {_paper(is_)}", *cells])
+        out[n] = (title, header, lines)
+    return out
+
+
+def paper_tables(rows: list[dict[str, Any]]) -> str:
+    """The seed paper's Tables 2 and 3 in Markdown (paper_table_rows)."""
+    out = []
+    for n, (title, header, lines) in paper_table_rows(rows).items():
+        text = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3),
+                *["| " + " | ".join(line) + " |" for line in lines]]
+        out.append(f"\n## The seed paper's Table {n}: {title}\n\n" + "\n".join(text) + "\n")
     return "".join(out)
+
+
+def log_to_wandb(rows: list[dict[str, Any]], root: Path, out: Path) -> None:
+    """--wandb: the table and the paper's Tables 2 and 3 as W&B tables, in a job_type=report run of the sweep's W&B
+    group (that of its runs; else report/<dir>)."""
+    import wandb
+    from omegaconf import OmegaConf
+
+    from diffusion.loggers import Identity, wandb_logger
+    from diffusion.runtime import CONF_DIR
+
+    found = [Identity(p.parent) for p in sorted(root.glob(f"**/{WANDB_IDENTITY}"))]
+    group = next((i.get("group") for i in found if i.get("group")), None) or f"report/{root.resolve().name}"
+    project = next((i.get("project") for i in found if i.get("project")), None) \
+        or OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml").wandb.project
+    logger = wandb_logger(project, str(out / "wandb-report"), default_name=f"report {root.resolve().name}",
+                          group=group, job_type="report")
+    try:
+        data: dict[str, Any] = {"report/runs": wandb.Table(columns=columns(), allow_mixed_types=True,
+                                                           data=[[r.get(c) for c in columns()] for r in rows])}
+        for n, (title, header, lines) in paper_table_rows(rows).items():
+            data[f"report/table_{n}"] = wandb.Table(columns=header, data=lines)
+        logger.experiment.log(data)
+        states = [r["status"].split(":")[0] for r in rows]
+        logger.experiment.summary.update({"ok": states.count(OK), "failed": states.count("failed"),
+                                          "interrupted": states.count("interrupted")})
+    finally:
+        wandb.finish()
 
 
 def job_dir(path: Path, root: Path) -> Path:
@@ -146,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="a multirun (or run) directory")
     parser.add_argument("--out", help="where to write report.md/.csv/guidance.png (default: root)")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables to W&B, in the sweep's group")
     args = parser.parse_args(argv)
     root = Path(args.root)
     if not root.is_dir():
@@ -163,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     plot = plot_guidance(rows, out / "guidance.png")
     print(table)
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}" + (f", {plot}" if plot else ""))
+    if args.wandb:
+        log_to_wandb(rows, root, out)
     states = [r["status"].split(":")[0] for r in rows]
     interrupted = states.count("interrupted")
     print(f"{states.count(OK)} ok, {states.count('failed')} failed"

@@ -21,6 +21,7 @@ STATUS_FILE = "status.json"
 OK, INTERRUPTED, FAILED = "ok", "interrupted", "failed"
 CHECKPOINTS = "checkpoints"  # conf/callbacks/default.yaml writes the checkpoints into <run_dir>/checkpoints
 LAST, BEST, WEIGHTS = "last.ckpt", "best-*.ckpt", "model.safetensors"
+WANDB_IDENTITY = "wandb.json"  # the run directory's W&B run: its id, name, group, artifact, last step (diffusion.loggers)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

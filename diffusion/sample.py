@@ -103,6 +103,10 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
             load_clip(str(cfg.eval.clip), str(module.device))  # fails here, before any sampling
     elif cfg.eval.clip:
         raise ValueError("eval.clip needs mode=bulk evaluate=true (it scores the bulk samples)")
+    loggers = [k for k, v in (cfg.get("logger") or {}).items() if v is not None]
+    if loggers and (loggers != ["wandb"] or not cfg.evaluate):
+        raise ValueError("sample.py logs its evaluation to W&B: logger=wandb with mode=bulk evaluate=true "
+                         f"(got logger={','.join(loggers)}{'' if cfg.evaluate else ' without evaluate=true'})")
 
 
 def check_shards(cfg: DictConfig) -> None:
@@ -170,6 +174,40 @@ def run(cfg: DictConfig) -> list[Path]:
         written = MODE_FUNCS[cfg.mode](s, out)
         for p in written:
             print(p)
+    if cfg.evaluate and (cfg.get("logger") or {}).get("wandb") is not None:
+        log_evaluation_run(cfg, path, module, out)
     if s.tracer and s.tracer.rows:
         print(s.tracer.write(out / "trace.csv"))
     return written
+
+
+def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out: Path) -> None:
+    """logger=wandb: the evaluation as a job_type=eval W&B run in the group of the run the model came from (a
+    shipped model: pretrained/<name>), its metrics in the summary, linked to that run's model artifact (online; the
+    artifact's name is in the config either way)."""
+    import wandb
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from diffusion.loggers import Identity, flat_config, hydra_choices
+    from diffusion.records import read_metrics
+    from diffusion.runs import run_dir_of
+
+    source = Identity(run_dir_of(path))
+    made_by = f"pretrained/{cfg.pretrained}" if cfg.pretrained else run_dir_of(path).name
+    logger = instantiate(cfg.logger.wandb, save_dir=str(out), job_type="eval", default_name=f"eval {made_by}",
+                         group=cfg.logger.wandb.get("group") or source.get("group") or source.get("name") or made_by)
+    m = read_metrics(out / "metrics.json")
+    artifact = f"{source.get('artifact')}:latest" if source.get("artifact") else None
+    params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+              for k, v in cfg.items() if k != "logger"}
+    made = {k: m.get(k) for k in ("data", "schedule", "timesteps", "guidance", "sampler", "sampler_steps", "step")}
+    logger.experiment.config.update({**flat_config(params, hydra_choices()), **made, "model": str(path),
+                                     "model_artifact": artifact}, allow_val_change=True)
+    try:
+        if artifact and not logger.experiment.offline:
+            logger.experiment.use_artifact(artifact)
+        logger.log_evaluation({None: {m["guidance"]: m}}, module.hparams.class_names, m["guidance"],
+                              int(m.get("step") or 0))
+    finally:
+        wandb.finish()

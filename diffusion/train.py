@@ -233,6 +233,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             print(f"weights: {export_safetensors(module, run_dir / WEIGHTS)}")
         if cfg.eval.num_samples:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
+        if trainer.is_global_zero:
+            record_to_wandb(trainer, run_dir, metrics)
         wait_for_ranks(trainer)
     finally:
         finish_wandb(loggers)
@@ -254,6 +256,32 @@ def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
             proc.kill()
 
 
+def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any]) -> None:
+    """W&B (rank 0): the fit's time, images/s and step in the run summary, and the model artifact: the exported
+    weights with their config and metrics.json files, the run's scalars as its metadata."""
+    from diffusion.loggers import RunLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, RunLogger):
+            continue
+        logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
+        files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
+        logger.log_model(run_dir, [f for f in files if f.is_file()],
+                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, final_is_best(trainer))
+
+
+FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "global_step", "world_size")
+
+
+def final_is_best(trainer: L.Trainer) -> bool:
+    """Whether the run's last validation loss is its best checkpoint's (the exported weights are then the best)."""
+    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
+    if not monitored or monitored[0].best_model_score is None:
+        return False
+    last = trainer.callback_metrics.get(monitored[0].monitor)
+    return last is not None and float(last) <= float(monitored[0].best_model_score)
+
+
 def finish_wandb(loggers: list) -> None:
     """Close W&B runs: the next job of a multirun (same process) must start its own run, not reuse this one."""
     if any(isinstance(lg, WandbLogger) for lg in loggers):
@@ -269,6 +297,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
     Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
     its share of the images.
     """
+    from diffusion.loggers import RunLogger
     from diffusion.records import logger_scalars
     from diffusion.scoring import EvalSettings, sample_and_score
 
@@ -276,7 +305,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
     module.to(device)
     sweep = cfg.eval.guidance is not None
     guidances = list(cfg.eval.guidance) if sweep else [cfg.guidance]
-    scalars = {}
+    scalars, by_name = {}, {}
     for name, sampler in evaluation_samplers(cfg).items():
         if name is not None and trainer.is_global_zero:
             print(f"evaluation {name!r}: {', '.join(f'{k}={v}' for k, v in sampler.items() if k != '_partial_')}")
@@ -286,8 +315,14 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
                                    step=trainer.global_step, root=cfg.data.root, evaluation=name)
         scalars.update({k: v for w, m in results.items()
                         for k, v in logger_scalars(m, f"@guidance={w}" if sweep or name else "", name).items()})
+        by_name[name] = results
     for logger in trainer.loggers:
-        logger.log_metrics(scalars, step=trainer.global_step)
+        if isinstance(logger, RunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)
+            logger.log_metrics(scalars, step=logger.final_step(trainer.global_step))
+            if trainer.is_global_zero:
+                logger.log_evaluation(by_name, module.hparams.class_names, cfg.guidance, trainer.global_step)
+        else:
+            logger.log_metrics(scalars, step=trainer.global_step)
         logger.save()
     return scalars
 

@@ -9,6 +9,7 @@ import runpy
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ import diffusion  # noqa: F401
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 DATA = Path(os.environ.get("DIFFUSION_DATA", ROOT / "data"))
+_WANDB_HOME = Path(tempfile.gettempdir()) / "diffusion-tests-wandb"  # W&B's artifact staging and cache, not ~/.local
+WANDB_ENV = {"WANDB_MODE": "offline", "WANDB_DATA_DIR": str(_WANDB_HOME / "data"),
+             "WANDB_CACHE_DIR": str(_WANDB_HOME / "cache")}
 
 
 def compose_cfg(name: str, overrides: list[str], hydra: bool = False) -> DictConfig:
@@ -47,7 +51,7 @@ def train_cfg(tmp_path: Path):
 def run_entry(script: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600,
               input: str | None = None):
     """Run `python <script> args` as a user would; returns the CompletedProcess (text output)."""
-    full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **(env or {})}
+    full_env = {**os.environ, "DIFFUSION_DATA": str(DATA), **WANDB_ENV, **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env, text=True, input=input,
                           capture_output=True, timeout=timeout)
 
@@ -63,7 +67,7 @@ def run_main(script: str, *args: str, env: dict | None = None, cwd: Path | None 
     precision, out, err, code = torch.get_float32_matmul_precision(), io.StringIO(), io.StringIO(), 0
     module = not script.endswith(".py")
     sys.argv = [script if module else str(ROOT / script), *args]
-    os.environ.update({"DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline", **(env or {})})
+    os.environ.update({"DIFFUSION_DATA": str(DATA), **WANDB_ENV, **(env or {})})
     try:
         if cwd is not None:
             os.chdir(cwd)

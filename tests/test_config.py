@@ -95,6 +95,36 @@ def test_loggers_instantiate_without_prompting(option, tmp_path, monkeypatch):
         assert loggers[0]._offline
 
 
+def test_wandb_is_online_only_when_logged_in_to_its_server(tmp_path, monkeypatch):
+    from diffusion.loggers import wandb_mode
+
+    for key in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text("machine wandb.example.org\n  login user\n  password secret\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert wandb_mode() == "offline"  # logged in to another server than the public one
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
+
+
+def test_the_wandb_config_is_flat_with_the_ablation_keys_on_top(tmp_path):
+    from omegaconf import OmegaConf
+
+    from diffusion.loggers import flat_config
+
+    cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule", "schedule=cosine"])
+    flat = flat_config(OmegaConf.to_container(cfg, resolve=True), {"schedule": "cosine", "model": "seed003"})
+    assert {k: flat[k] for k in ("schedule", "model", "timesteps", "guidance", "loss", "prediction", "lr",
+                                 "batch_size", "seed", "max_steps")} == {
+        "schedule": "cosine", "model": "seed003", "timesteps": 1000, "guidance": 0.2, "loss": "l1",
+        "prediction": "eps", "lr": 1.0e-3, "batch_size": 32, "seed": 42, "max_steps": 100000}
+    assert flat["schedule/kind"] == "cosine" and flat["optim/lr"] == 1.0e-3
+    assert not any(isinstance(v, dict) for v in flat.values()) and "hydra" not in flat
+
+
 def docs_section(page: str, title: str) -> str:
     text = (Path(CONF).parent / "docs" / page).read_text() + "\n## "
     start = text.index(f"## {title}")

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_entry, run_main
+from diffusion.wandb_files import run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -162,6 +163,9 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
     (["mode=bulk", "shard=[0,5]", "evaluate=true"], "a shard is scored once merged: mode=merge shards=[...]"),
     (["mode=merge"], "mode=merge needs shards=[folder, ...] (the shards of one bulk run)"),
     (["mode=merge", "shards=[nowhere]"], "shard nowhere: no samples.npz there"),
+    (["logger=wandb"], "sample.py logs its evaluation to W&B: logger=wandb with mode=bulk evaluate=true (got "
+                       "logger=wandb without evaluate=true)"),
+    (["logger=csv", "mode=bulk", "evaluate=true"], "sample.py logs its evaluation to W&B: logger=wandb with"),
     *([] if torch.cuda.is_available() else
       [(["device=cuda"], "device=cuda but no CUDA GPU is visible here; use device=cpu or device=auto")]),
 ])
@@ -219,3 +223,21 @@ def test_from_pixels_is_the_inverse_of_pixels(shape):
     nchw = from_pixels(images)
     assert nchw.shape == (3, 1 if len(shape) == 3 else 3, shape[1], shape[2]) and nchw.dtype == torch.uint8
     assert np.array_equal(pixels(nchw), images)
+
+
+def test_an_evaluation_of_the_shipped_model_is_a_wandb_eval_run_with_its_metrics(tmp_path):
+    r = run_main("sample.py", "pretrained=mnist", "mode=bulk", "num_samples=200", "evaluate=true", "logger=wandb",
+                 f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"offline, files in {tmp_path / 'wandb'}; upload with `wandb sync {tmp_path / 'wandb'}/offline-run-*`" \
+        in r.stdout
+    (run,) = run_files(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (run.run.job_type, run.run.run_group, run.run.display_name) == ("eval", "pretrained/mnist",
+                                                                          "eval pretrained/mnist")
+    for key in ("fid", "is", "class_accuracy"):
+        assert run.summary[key] == pytest.approx(metrics[key])
+    assert run.summary["eval_samples"] == 200 and run.summary["eval/results/nrows"] == 1
+    assert run.config["schedule"] == metrics["schedule"] and run.config["guidance"] == metrics["guidance"]
+    assert run.steps == [metrics["step"]]  # on the training run's step axis
+    assert any("evalconfusion_table" in a.name for a in run.artifacts)

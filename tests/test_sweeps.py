@@ -1,5 +1,7 @@
 """Multirun sweeps, the report, the guidance sweep without retraining, failures, launchers and DDP on CPU."""
 
+import base64
+import hashlib
 import json
 import os
 import signal
@@ -10,17 +12,18 @@ import time
 
 import pytest
 
-from conftest import DATA, ROOT, free_port, run_entry, run_main
+from conftest import DATA, ROOT, WANDB_ENV, free_port, run_entry, run_main
 from diffusion.report import collect
+from diffusion.wandb_files import run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
 TINY = ["debug=ablation", "trainer.max_steps=20", "eval.num_samples=40", "callbacks.progress=null", "logger=csv"]
 
 
-def run_report(root):
-    return subprocess.run([sys.executable, "-m", "diffusion.report", str(root)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def run_report(root, *args):
+    return subprocess.run([sys.executable, "-m", "diffusion.report", str(root), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **WANDB_ENV})
 
 
 def test_guidance_sweep_evaluates_one_checkpoint_per_omega_without_retraining(tmp_path):
@@ -67,11 +70,10 @@ def test_a_failing_run_is_reported_and_the_others_keep_their_results_in_one_wand
     assert len(failed) == 1 and "timesteps must be a positive integer" in failed[0]["status"]
     rep = run_report(sweep)
     assert "2 ok, 1 failed" in rep.stdout and "failed: ConfigError" in (sweep / "report.md").read_text()
-    runs = list(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert len(runs) == 2  # W&B: the sweep's runs share a group named after it
-    for run in runs:
-        blob = run.read_bytes()
-        assert b"sweep-xyz" in blob and b"timesteps=" in blob  # group and run name/tags from the overrides
+    runs = run_files(sweep)  # W&B: the ok runs in one group named after the sweep, each named after its point
+    assert {(f.run.run_group, f.run.display_name) for f in runs} == {("mnist/sweep-xyz", "timesteps=100"),
+                                                                     ("mnist/sweep-xyz", "timesteps=200")}
+    assert all("debug=ablation" in f.run.tags and f.config["timesteps"] in (100, 200) for f in runs)
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
@@ -92,14 +94,23 @@ def files_of(run_dir):
             if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
 
 
-def kill_when(first: subprocess.Popen, found, log, deadline_s: float = 300) -> None:
-    """SIGKILL a command's whole process group as soon as `found()` is true."""
+def kill_when(first: subprocess.Popen, found, log, deadline_s: float = 300, group: bool = True) -> None:
+    """SIGKILL a command's whole process group as soon as `found()` is true; `group=False`: its main process only
+    (as the OOM killer does), then wait until the processes it started (W&B's service) have ended."""
     deadline = time.monotonic() + deadline_s
     while not found():
         assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)  # polling the files a training writes
-    os.killpg(first.pid, signal.SIGKILL)
+    (os.killpg if group else os.kill)(first.pid, signal.SIGKILL)
     first.wait()
+    while not group:
+        try:
+            os.killpg(first.pid, 0)
+        except ProcessLookupError:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(first.pid, signal.SIGKILL)
+        time.sleep(0.05)  # polling for the orphaned W&B service to finish its file
 
 
 PAPER = {("linear", 1000, 0.2): "16.19 / 9.56", ("linear", 4000, 0.2): "20.91 / 8.68",
@@ -109,14 +120,19 @@ PAPER = {("linear", 1000, 0.2): "16.19 / 9.56", ("linear", 4000, 0.2): "20.91 / 
 
 def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_point_and_resumed(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "experiment=ablation_schedule", *TINY, "trainer.max_steps=40",
-            "callbacks.last_checkpoint.every_n_train_steps=10", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "DIFFUSION_DATA": str(DATA), "WANDB_MODE": "offline"}
+    args = ["-m", "experiment=ablation_schedule", *[a for a in TINY if a != "logger=csv"], "logger=wandb",
+            "trainer.max_steps=40", "trainer.log_every_n_steps=5", "callbacks.last_checkpoint.every_n_train_steps=10",
+            f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "DIFFUSION_DATA": str(DATA), **WANDB_ENV, "WANDB__TRANSACTION_LOG_FLUSH_INTERVAL": "0.2"}
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
-        kill_when(first, lambda: list(sweep.glob("1-*/checkpoints/last.ckpt")), log)  # point 1's first checkpoint
+        def point1_logged() -> bool:  # point 1's first checkpoint, and W&B has written some of its steps
+            return bool(list(sweep.glob("1-*/checkpoints/last.ckpt"))) and any(f.steps for point in sweep.glob("1-*")
+                                                                        for f in run_files(point))
+
+        kill_when(first, point1_logged, log, group=False)
     point0, point1 = sorted(sweep.glob("0-*"))[0], sorted(sweep.glob("1-*"))[0]
     assert json.loads((point0 / "status.json").read_text())["status"] == "ok"
     assert not (point1 / "status.json").exists() and not list(sweep.glob("2-*"))
@@ -156,6 +172,54 @@ def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_p
             assert cells[3] == paper and len(cells) == 6 and "not run" not in line, line
             assert all(cell.startswith("– / ") and float(cell[4:]) > 0 for cell in cells[4:]), line  # no Inception
         assert paper in rep.stdout
+    check_wandb_of_the_sweep(sweep, point1, r.stdout)
+
+
+def check_wandb_of_the_sweep(sweep, resumed, output):
+    """The acceptance sweep as W&B has it (issue 43), read back from the offline run files."""
+    files = run_files(sweep)
+    runs = {}
+    for f in files:
+        runs.setdefault(f.run.run_id, []).append(f)
+    ids = {json.loads((p / "wandb.json").read_text())["id"]: p for p in sorted(sweep.glob("[0-9]-*"))}
+    assert set(runs) == set(ids) and len(ids) == 4  # one W&B run per point, the resumed one included
+    attempts = runs[next(i for i, p in ids.items() if p == resumed)]
+    assert len(attempts) == 2 and attempts[0].steps and attempts[1].steps  # its two attempts, both logged steps
+    assert f"({next(i for i, p in ids.items() if p == resumed)}) (continues its W&B run)" in output
+    names = set()
+    for run_id, attempts in runs.items():
+        steps = [s for f in attempts for s in f.steps]
+        assert steps == sorted(set(steps)) and steps[-1] == 40, (run_id, steps)  # optimizer steps, never again
+        point = ids[run_id]
+        for f in attempts:
+            assert (f.run.run_group, f.run.job_type) == ("ablation_schedule/sweep", "train")
+            assert f.config["schedule"] in ("linear", "cosine") and f.config["experiment"] == "ablation_schedule"
+            assert f"schedule={f.config['schedule']}" in point.name and f"timesteps={f.config['timesteps']}" in point.name
+            assert f.config["batch_size"] == 32 and f.config["loss"] == "l1" and f.config["model"] == "mini"  # debug=ablation
+        names.add(attempts[0].run.display_name)
+        final = attempts[-1]
+        for key in ("fid", "is", "class_accuracy", "fit_images_per_s", "fit_seconds"):
+            assert isinstance(final.summary.get(key), float), (key, final.summary)
+        assert final.summary["evaluation"] == "paper" and final.summary["eval_guidance"] == 0.2
+        assert final.summary["eval/results/nrows"] == 6  # 2 evaluations × 3 ω
+        tables = [a.name for a in final.artifacts if a.type == "run_table"]
+        assert any("evalresults" in t for t in tables) and any("evalpaperconfusion_table" in t for t in tables)
+        assert any("evalfid_vs_guidance" in t for t in tables), tables
+        (model,) = [a for a in final.artifacts if a.type == "model"]
+        digests = {e.path: e.digest for e in model.manifest.contents}
+        weights = base64.b64encode(hashlib.md5((point / "model.safetensors").read_bytes()).digest()).decode()
+        assert digests["model.safetensors"] == weights and "eval/fast/guidance=0.5/metrics.json" in digests
+        assert not any(p.endswith(".ckpt") for p in digests) and "latest" in model.aliases
+        assert json.loads(model.metadata)["eval/paper/fid@guidance=0.2"] == final.summary["eval/paper/fid@guidance=0.2"]
+    assert names == {"schedule=linear,timesteps=1000", "schedule=linear,timesteps=4000",
+                     "schedule=cosine,timesteps=1000", "schedule=cosine,timesteps=4000"}
+
+    rep = run_report(sweep, "--wandb")
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    (report,) = run_files(sweep / "wandb-report")
+    assert (report.run.run_group, report.run.job_type) == ("ablation_schedule/sweep", "report")
+    assert report.summary["ok"] == 24 and report.summary["report/table_2/nrows"] == 4
+    assert report.summary["report/runs/nrows"] == 24 and report.summary["report/table_3/nrows"] == 3
 
 
 def test_submitit_local_runs_each_point_as_a_submitit_job_and_the_report_reads_the_sweep(tmp_path):

@@ -15,6 +15,7 @@ import torch
 from conftest import DATA, ROOT, TINY_RUN, run_entry, run_main
 from diffusion.module import NonFiniteLossError
 from diffusion.train import train
+from diffusion.wandb_files import run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -124,7 +125,15 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, env={**env_clean, **env, "DIFFUSION_DATA": str(DATA)}, stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    run_dir = tmp_path / "run"
+    assert f"offline, files in {run_dir / 'wandb'}; upload with `wandb sync {run_dir / 'wandb'}/offline-run-*`" \
+        in r.stdout
+    (run,) = run_files(run_dir)
+    assert run.run.display_name == "mnist-linear-T1000-w0.5" and run.run.job_type == "train"
+    assert run.config["schedule"] == "linear" and run.config["schedule/kind"] == "linear"
+    assert run.summary["samples/captions"] == ["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                               "eight", "nine"]  # the sample grid, one captioned row per class
+    assert isinstance(run.summary["fid"], float) and run.summary["global_step"] == 20
 
 
 @pytest.mark.parametrize("override,message", [
