@@ -1,5 +1,6 @@
-"""Opt-in CLIP evaluation (the seed report's): how a CLIP model rates samples against class prompts such as
-"a photo of the digit seven", "a blurry image of the digit seven" and "a clear handwritten seven".
+"""Opt-in CLIP evaluation (the seed report's): how a CLIP model rates samples against class prompts, free text
+templates with `{digit}` (the class number) or `{name}` (its name): by default the report's three, "a photo of the
+digit 7", "a blurry image of the digit 7" and "a clear handwritten 7".
 
 Hand-written over transformers' `CLIPModel` forward: torchmetrics' `CLIPScore` calls `get_image_features`, which
 returns an output object rather than a tensor from transformers 5 on (it fails there), and has no zero-shot
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-PROMPTS = ("a photo of the digit {name}", "a blurry image of the digit {name}", "a clear handwritten {name}")
+# The seed report's three prompts, as it writes them ("a photo of the digit 0", …: numerals)
+PROMPTS = ("a photo of the digit {digit}", "a blurry image of the digit {digit}", "a clear handwritten {digit}")
 
 
 @cache
@@ -51,7 +53,7 @@ def clip_evaluate(images: Tensor, labels: Tensor, class_names: Sequence[str], mo
     averaged, overall and per class (the seed report's "70.6% photo vs 28.6% blurry"); for the first two templates,
     per class, how often CLIP prefers the first ("photo") over the second ("blurry")."""
     k, device = len(class_names), next(model.parameters()).device
-    texts = [p.format(name=n) for p in prompts for n in class_names]  # (template, class) row-major
+    texts = [p.format(name=n, digit=c) for p in prompts for c, n in enumerate(class_names)]  # (template, class)
     tokens = processor(text=texts, return_tensors="pt", padding=True).to(device)
     cos: list[Tensor] = []
     for x in images.split(batch_size):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from diffusion.published import PAPER_BATCH, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES
+from diffusion.published import PAPER_BATCH, PAPER_IS_NETWORK, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
 from diffusion.runs import WEIGHTS
 
@@ -117,7 +117,7 @@ def paper_table(doc: Path) -> str:
     (schedule, T, w), (fid, inception_score) = best
     mean, std = statistics.fmean(PAPER_REPEATS), statistics.stdev(PAPER_REPEATS)
     rows = [[f"seed paper, Table 2's best ({schedule}, T = {T})", f"{images / UNIT_IMAGES:g}", "DDPM, all T steps",
-             f"{w:g}", f"{fid:.2f}", "", f"{inception_score:.2f} (Inception)"],
+             f"{w:g}", f"{fid:.2f}", "", f"{inception_score:.2f} ({PAPER_IS_NETWORK})"],
             [f"seed paper, Table 1 (the same model, FID computed {len(PAPER_REPEATS)} times)",
              f"{images / UNIT_IMAGES:g}", "DDPM, all T steps", f"{w:g}", f"{mean:.2f} ± {std:.2f}", "", ""]]
     for name, folder in shipped().items():
@@ -129,7 +129,7 @@ def paper_table(doc: Path) -> str:
             if r:
                 rows.append([label, f"{units(m):g}", sampler_label(r), f"{m['guidance']:g}",
                              f"{shown(r, 'fid_inception', fixed=2)} ({r['num_seeds']} sample seeds)", percent(r),
-                             f"{value(r, 'is'):.2f} (classifier)"])
+                             f"{value(r, 'is'):.2f} (our classifier)"])
     return markdown(["model", "training units", "sampler", "ω", "standard FID", "class accuracy", "IS"], rows)
 
 

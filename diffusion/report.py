@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from diffusion import records
-from diffusion.published import PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
+from diffusion.published import PAPER_IS_NETWORK, PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
 from diffusion.runs import OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
-PAPER_IS = "paper IS"
-BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes beside our metric of that key
+PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
+BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}
+IS_NOTE = (f"IS: the paper's from {PAPER_IS_NETWORK}, ours from our classifier (diffusion/classifier.py); neither is "
+           "Inception-v3's, and the two are not comparable. FID: both Inception-v3, 28×28.")  # the paper's figure goes beside our metric of that key
 
 
 def columns() -> list[str]:
@@ -52,7 +54,7 @@ def paper_table_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[str, list[st
     evaluations = sorted({r.get("evaluation") or "" for r in ok}, key=lambda e: (e != "paper", e))
     out = {}
     for n, title in TABLE_TITLES.items():
-        header = ["schedule", "T", "ω", "paper: Inception FID / IS",
+        header = ["schedule", "T", "ω", "paper: Inception FID / IS of its own CNN",
                   *[f"ours{f', {e}' if e else ''}: Inception FID / classifier IS" for e in evaluations]]
         lines = []
         for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
@@ -75,7 +77,7 @@ def paper_tables(rows: list[dict[str, Any]]) -> str:
     for n, (title, header, lines) in paper_table_rows(rows).items():
         text = ["| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3),
                 *["| " + " | ".join(line) + " |" for line in lines]]
-        out.append(f"\n## The seed paper's Table {n}: {title}\n\n" + "\n".join(text) + "\n")
+        out.append(f"\n## The seed paper's Table {n}: {title}\n\n" + "\n".join(text) + "\n\n" + IS_NOTE + "\n")
     return "".join(out)
 
 

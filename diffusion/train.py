@@ -73,6 +73,9 @@ def check_config(cfg: DictConfig) -> None:
         if not Path(cfg.ckpt_path).exists():
             raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
         read_checkpoint(cfg.ckpt_path)  # one line for a file that is not a checkpoint of this project
+    check_choice(cfg.eval.get("weights", "last"), ("last", "best"), "eval.weights")
+    if cfg.eval.get("weights") == "best" and not (cfg.callbacks or {}).get("best_checkpoint"):
+        raise ConfigError("eval.weights=best needs callbacks.best_checkpoint (the best validation loss's checkpoint)")
     if not isinstance(cfg.eval.num_samples, int) or cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
@@ -201,6 +204,10 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         from diffusion.classifier import load_classifier
 
         load_classifier(cfg.data.root, datamodule.name)  # fail now, not after training
+        if cfg.eval.get("clip"):
+            from diffusion.clip_eval import load_clip
+
+            load_clip(str(cfg.eval.clip))  # the same: missing transformers or weights get their line before training
     module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name,
                          data=datamodule.spec.as_dict())
     run_dir = Path(cfg.run_dir)
@@ -229,12 +236,13 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
                 print(f"{reason}; recorded as interrupted: the same command with resume=true continues it")
             wait_for_ranks(trainer)
             return Interrupted(metrics, reason)
+        best = cfg.eval.get("weights") == "best" and use_best_weights(module, trainer)
         if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
             print(f"weights: {export_safetensors(module, run_dir / WEIGHTS)}")
         if cfg.eval.num_samples:
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
         if trainer.is_global_zero:
-            record_to_wandb(trainer, run_dir, metrics)
+            record_to_wandb(trainer, run_dir, metrics, best or final_is_best(trainer))
         wait_for_ranks(trainer)
     finally:
         finish_wandb(loggers)
@@ -256,9 +264,28 @@ def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
             proc.kill()
 
 
-def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any]) -> None:
+def use_best_weights(module: L.LightningModule, trainer: L.Trainer) -> bool:
+    """eval.weights=best: the weights of the best validation loss's checkpoint into the module (every rank), for the
+    export and the evaluation; False, said in a line, when no validation made one (the final weights stay)."""
+    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
+    path = monitored[0].best_model_path if monitored else ""
+    if not path:
+        if trainer.is_global_zero:
+            print("eval.weights=best: no validation loss was recorded, so there is no best checkpoint; "
+                  "the final weights are used")
+        return False
+    ckpt = read_checkpoint(path)
+    module.load_state_dict(ckpt["state_dict"])  # the EMA weights when EMA is on (a checkpoint's state_dict)
+    module.checkpoint_step = ckpt["global_step"]
+    if trainer.is_global_zero:
+        print(f"eval.weights=best: the weights of step {ckpt['global_step']}, the best validation loss "
+              f"({float(monitored[0].best_model_score):.5g}; {path})")
+    return True
+
+
+def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any], best: bool) -> None:
     """W&B (rank 0): the fit's time, images/s and step in the run summary, and the model artifact: the exported
-    weights with their config and metrics.json files, the run's scalars as its metadata."""
+    weights with their config and metrics.json files, the run's scalars as its metadata (alias best: `best`)."""
     from diffusion.loggers import RunLogger
 
     for logger in trainer.loggers:
@@ -267,7 +294,7 @@ def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any]) 
         logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
         files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
         logger.log_model(run_dir, [f for f in files if f.is_file()],
-                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, final_is_best(trainer))
+                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
 
 
 FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "global_step", "world_size")
@@ -312,7 +339,8 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
         results = sample_and_score(module, sampler, cfg.eval.num_samples, guidances, [cfg.seed],
                                    EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
                                    rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
-                                   step=trainer.global_step, root=cfg.data.root, evaluation=name)
+                                   step=getattr(module, "checkpoint_step", None) or trainer.global_step,
+                                   root=cfg.data.root, evaluation=name)
         scalars.update({k: v for w, m in results.items()
                         for k, v in logger_scalars(m, f"@guidance={w}" if sweep or name else "", name).items()})
         by_name[name] = results

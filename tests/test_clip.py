@@ -53,8 +53,8 @@ def tiny_clip(tmp_path_factory) -> Path:
 def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
     from diffusion.clip_eval import PROMPTS, clip_evaluate, load_clip
 
-    assert PROMPTS == ("a photo of the digit {name}", "a blurry image of the digit {name}",
-                       "a clear handwritten {name}")
+    assert PROMPTS == ("a photo of the digit {digit}", "a blurry image of the digit {digit}",
+                       "a clear handwritten {digit}")  # the report's, with numerals: "a photo of the digit 0"
     model, processor = load_clip(str(tiny_clip))
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randint(0, 256, (12, 1, 28, 28), generator=g, dtype=torch.uint8), torch.arange(12) % 3
@@ -62,7 +62,7 @@ def test_scores_and_zero_shot_accuracy_match_clip_itself(tiny_clip):
     out = clip_evaluate(images, labels, names, model, processor, prompts, batch_size=5)
     own_logits = []
     for template in prompts:  # CLIP's own logits, scaled back to cosines
-        inputs = processor(text=[template.format(name=n) for n in names], images=list(images.expand(-1, 3, -1, -1)),
+        inputs = processor(text=[template.format(digit=c) for c in range(3)], images=list(images.expand(-1, 3, -1, -1)),
                            return_tensors="pt", padding=True)
         with torch.no_grad():
             raw = model(**inputs).logits_per_image
@@ -104,11 +104,11 @@ def test_sample_py_writes_clip_metrics(tiny_ckpt, tiny_clip, tmp_path):
                  "sampler.steps=3", f"eval.clip={tiny_clip}", f"hydra.run.dir={tmp_path}")  # CLIP_LIB on sys.path
     assert r.returncode == 0, r.stderr[-3000:]
     clip = json.loads((tmp_path / "metrics.json").read_text())["clip"]
-    assert clip["prompts"] == ["a photo of the digit {name}", "a blurry image of the digit {name}",
-                               "a clear handwritten {name}"]  # the seed report's three, by default
+    assert clip["prompts"] == ["a photo of the digit {digit}", "a blurry image of the digit {digit}",
+                               "a clear handwritten {digit}"]  # the seed report's three, by default
     assert sum(clip[p]["percent"] for p in clip["prompts"]) == pytest.approx(100, abs=1e-3)
     assert "%, zero-shot accuracy" in r.stdout
-    assert len(clip["a photo of the digit {name}"]["per_class_clip_score"]) == 10 and clip["num_samples"] == 20
+    assert len(clip["a photo of the digit {digit}"]["per_class_clip_score"]) == 10 and clip["num_samples"] == 20
     assert "CLIP: " in r.stdout
 
 
@@ -121,3 +121,23 @@ def test_bad_clip_options_are_one_line(tiny_ckpt, tmp_path, args, message):
     r = run_main("sample.py", f"ckpt_path={tiny_ckpt}", *args, f"hydra.run.dir={tmp_path}")  # CLIP_LIB on sys.path
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and message in lines[0], r.stderr
+
+
+@pytest.mark.slow
+def test_the_seed004_preset_evaluates_its_best_checkpoint_with_clip_at_the_reports_prompts(tiny_clip, tmp_path):
+    """experiment=seed004 shortened to two tiny epochs: the best validation checkpoint is the one evaluated, and
+    metrics.json holds CLIP's percentages for the report's three prompts at every ω of its sweep."""
+    r = run_main("train.py", "experiment=seed004", f"eval.clip={tiny_clip}", "trainer.max_epochs=2",
+                 "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "data.batch_size=8",
+                 "eval.num_samples=20", "eval.guidance=[0,2]", "sampler.steps=3", "callbacks.progress=null",
+                 "logger=csv", "callbacks.sample_grid.n_per_class=1", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (best,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
+    step = torch.load(best, map_location="cpu", weights_only=False)["global_step"]
+    assert f"eval.weights=best: the weights of step {step}, the best validation loss" in r.stdout
+    for w in (0, 2):
+        m = json.loads((tmp_path / "eval" / f"guidance={w}" / "metrics.json").read_text())
+        assert m["step"] == step and m["clip"]["prompts"] == ["a photo of the digit {digit}",
+                                                              "a blurry image of the digit {digit}",
+                                                              "a clear handwritten {digit}"]
+        assert sum(m["clip"][p]["percent"] for p in m["clip"]["prompts"]) == pytest.approx(100, abs=1e-3)

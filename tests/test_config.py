@@ -153,7 +153,8 @@ EPS_MSE = {"prediction": "eps", "loss": "mse", "loss_weight": "none"}
                  "optim.lr": 1e-3, "lr_scheduler.scheduler": None, "data.batch_size": 128, "trainer.max_epochs": 10,
                  "trainer.max_steps": -1, **DDPM_ALL_T, **NO_CFG, **PLAIN}),
     ("seed003", {"model.channels": [64, 128], "model.activation": "relu", "model.upsample": "transposed",
-                 "model.out_kernel": 1, "loss": "l1", "prediction": "eps", "data.batch_size": 32,
+                 "model.out_kernel": 1, "loss": "l1", "prediction": "eps", "data.batch_size": 32, "data.pad": 0,
+                 "trainer.gradient_clip_val": 1.0,
                  "trainer.max_steps": 100_000, "schedule.kind": "linear", "timesteps": 1000, "guidance": 0.2,
                  **DDPM_ALL_T, "sampler.sigma": "posterior", "eval.num_samples": 10_000, "eval.inception": True}),
     ("seed004", {"model.channels": [16, 32, 64, 128], "model.activation": "gelu", "model.emb_dim": 128,
@@ -164,6 +165,7 @@ EPS_MSE = {"prediction": "eps", "loss": "mse", "loss_weight": "none"}
                  "lr_scheduler.monitor": "val/loss", "trainer.max_epochs": 50, "trainer.max_steps": -1,
                  "callbacks.early_stopping.monitor": "val/loss", "callbacks.best_checkpoint.monitor": "val/loss",
                  "p_uncond": 0.1, "guidance": 2.0, **DDPM_ALL_T, "eval.guidance": [-1, 0, 2, 4, 6],
+                 "eval.weights": "best", "eval.clip": "openai/clip-vit-base-patch32", "model.downsample_last": True,
                  "callbacks.ema": None, "trainer.gradient_clip_val": None}),
 ])
 def test_seed_experiments_set_what_their_texts_state(seed, expected):

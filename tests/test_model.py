@@ -82,7 +82,7 @@ def test_seed001_has_the_documentation_pages_layout_and_our_exact_breakdown():
     assert [type(a).__name__ for a in m.mid.attns] == ["SelfAttention", "Identity"]  # ResBlock–attention–ResBlock
     parts = m.parameter_parts()
     # The page's rounded figures: time embedding ~132K (128 → 512 → 128: exactly ours), encoder ~290K,
-    # bottleneck ~5..K, total ~1.2M; its stated layout gives more (two 128-channel ResBlocks alone hold 590K).
+    # bottleneck ~530K, total ~1.2M; its stated layout gives more (two 128-channel ResBlocks alone hold 590K).
     assert parts["time and label embedding"] == 2 * 128 * 512 + 512 + 128 == 131_712
     assert parts == {"time and label embedding": 131_712, "encoder": 313_152, "bottleneck": 690_688,
                      "decoder": 263_936, "output": 32 * 2 + 32 * 9 + 1}
@@ -98,7 +98,7 @@ def test_seed002_is_the_notebooks_size_class_and_says_it_is_not_its_count():
 
 
 def test_seed004_adds_e_t_plus_e_c_to_the_bottleneck_input_and_zero_for_the_null_label():
-    """h_mid + e_t + e_c with 128-d embeddings, on 28×28 through four levels; ∅'s label embedding is zero."""
+    """h_mid + e_t + e_c with 128-d embeddings, on 28×28 through four down-samplings; ∅'s label embedding is zero."""
     from diffusion.unet import sinusoidal_embedding
 
     m = build("seed004", image_size=28).eval()
@@ -113,7 +113,9 @@ def test_seed004_adds_e_t_plus_e_c_to_the_bottleneck_input_and_zero_for_the_null
     x = torch.randn(2, 1, 28, 28)
     assert m(x, t, y).shape == (2, 1, 28, 28)
     pooled, mid_in = seen
-    assert pooled.shape[-2:] == (4, 4) and torch.allclose(mid_in, pooled + e[:, :, None, None])
+    assert not any(isinstance(p, torch.nn.Identity) for p in m.pools) and len(m.pools) == 4  # the report's four
+    assert pooled.shape[-2:] == (2, 2)  # down-sampling blocks: 28 → 14 → 7 → 4 → 2
+    assert torch.allclose(mid_in, pooled + e[:, :, None, None])
 
 
 def test_small_is_about_1_2M_with_attention():

@@ -86,3 +86,64 @@ def test_the_number_reader_reads_the_texts_notations():
     assert claimed("# model=seed000 on Inception-v3\n# Left open: 7 and 8\n# Published: 16.19") == [16.19]
     assert numbers("generating 50.000 images") == [50_000, 50.0]
     assert missing([6141313, 7], "Model parameters: 6,141,313") == [7]
+
+
+# Each number we attribute to a seed, with its label: (our file, our text, seed, the seed's lines it rests on, what it
+# means, the numbers in our text that are ours: derived, not the seed's). Every other number of our text must be in
+# those lines, so a figure cannot drift to another setting's label; the label words are in our text beside it.
+T1 = "Table 1: Mean and standard deviation of FID calculated 5 times on the same instance of the model"
+T2 = "Table 2: Training Configurations"
+ATTRIBUTIONS = [
+    ("docs/results.md", "| seed paper, Table 2's best (linear, T = 1000) | 12.5 | DDPM, all T steps | 0.2 | 16.19 |  "
+     "| 9.56 (the paper's own MNIST CNN) |", "003",
+     [T2, "100K\t1000\tlinear\t0.2\t<b>16.19</b>\t<b>9.56</b>", "a custom CNN classifier pre-trained on MNIST images "
+      "was used instead of Inception-V3"], "Table 2's best: linear, T = 1000, ω = 0.2, FID 16.19, IS of its own CNN",
+     [12.5]),  # training units: 100k × 32 / 256k
+    ("docs/results.md", "| seed paper, Table 1 (the same model, FID computed 5 times) | 12.5 | DDPM, all T steps | 0.2 "
+     "| 16.04 ± 0.11 |", "003", [T1, "<b>16.04 <math>\\pm</math> 0.11</b>", "100K\t1000\tlinear\t0.2\t16.19"],
+     "Table 1: one model's FID, 5 times", [12.5]),
+    ("docs/seeds.md", "| 2 | linear, T = 1000, ω = 0.2 | **16.19** (its best) |", "003",
+     [T2, "100K\t1000\tlinear\t0.2\t<b>16.19</b>", "best performance with 1000 timesteps, a guidance weight of 0.2 "
+      "and using a linear scheduler"], "Table 2's best", []),
+    ("docs/seeds.md", "| 2 | cosine, T = 1000, ω = 0.2 | 26.82 (its worst) |", "003",
+     [T2, "100K\t1000\tcosine\t0.2\t26.82\t9.00", "100K\t4000\tlinear\t0.2\t20.91", "100K\t4000\tcosine\t0.2\t21.70"],
+     "Table 2's worst FID of the four", []),
+    ("docs/seeds.md", "| 1 | one model, FID over repeated sampling | 16.04 ± 0.11 (5 repeats) |", "003",
+     [T1, "<b>16.04 <math>\\pm</math> 0.11</b>"], "Table 1", []),
+    ("conf/experiment/seed003.yaml", "its IS comes from\n#               its own small MNIST CNN (two convolution and "
+     "pooling layers, one linear), not from Inception-v3", "003",
+     ["consisting of two pooling and convolution layers as well as one linear", "instead of Inception-V3"],
+     "which network its IS comes from", []),
+    ("conf/experiment/seed003.yaml", "L1 loss on ε, batches of 32 images, 100K iterations", "003",
+     ["batches of 32 images", "100K\t1000\tlinear\t0.2"], "its training", []),
+    ("conf/experiment/seed004.yaml", '"a photo of\n#               the digit 0", "a blurry image of the digit 0", '
+     '"a clear handwritten 0"', "004", ['"a photo of the digit 0"', '"a blurry image of the digit 0" or "a clear '
+                                       'handwritten 0"'], "the report's three CLIP prompts, with numerals", []),
+    ("conf/experiment/seed004.yaml", "w ∈ {0, 1, 3, 5, 7}", "004", ["$w \\in \\{0, 1, 3, 5, 7\\}$"],
+     "its guidance sweep, in its w = 1 + ω", []),
+    ("conf/experiment/seed004.yaml", "w = 3 in ε_u + w(ε_c − ε_u)", "004", ["guidance scale w=3.0"],
+     "its sampling guidance", []),
+    ("conf/experiment/seed004.yaml", "T = 100 against 1000", "004", ["Sampling with T = 100 (vs 1000)"],
+     "its step-count comparison", []),
+    ("conf/experiment/seed004.yaml", "p_uncond = 0.1", "004", ["With probability p_uncond = 0.1"], "its label dropout",
+     []),
+    ("diffusion/clip_eval.py", '(the seed report\'s "70.6% photo vs 28.6% blurry")', "004",
+     ['approximately 70.6% similarity to "photo-like" descriptions versus only 28.6% for "blurry"'],
+     "digit 0's CLIP shares", []),
+    ("tests/test_model.py", "time embedding ~132K (128 → 512 → 128: exactly ours), encoder ~290K,\n    # bottleneck "
+     "~530K, total ~1.2M", "001", ["Total parameters: ~1.2M", "Time embedding: ~132K parameters",
+                                  "Encoder: ~290K parameters", "Bottleneck: ~530K parameters", "[32, 64, 128]"],
+     "the page's rounded parameter counts", [512]),  # our time MLP's hidden width
+]
+
+
+@pytest.mark.parametrize("ours,quote,seed,lines,meaning,derived", ATTRIBUTIONS,
+                         ids=[f"{a[0]}:{a[4]}" for a in ATTRIBUTIONS])
+def test_each_attributed_number_rests_on_the_seed_lines_that_give_it_that_meaning(ours, quote, seed, lines, meaning,
+                                                                                  derived):
+    mine, text = (ROOT / ours).read_text(), seed_text(seed)
+    assert quote in mine, f"{ours} no longer says: {quote!r}"
+    for line in lines:
+        assert line in text, f"seed {seed} has no line {line!r}"
+    figures = [v for v in numbers(IDENTIFIER.sub(" ", quote)) if v not in derived]
+    assert missing(figures, "\n".join(lines)) == [], (meaning, figures)

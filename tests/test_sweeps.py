@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import DATA, ROOT, WANDB_ENV, free_port, run_entry, run_main
-from diffusion.report import collect
+from diffusion.report import PAPER_IS, collect
 from diffusion.wandb_files import run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
@@ -154,7 +154,7 @@ def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_p
                                                              ("cosine", 4000)}
     assert {(row["evaluation"], row["sampler"]) for row in rows} == {("paper", "ddpm 10"), ("fast", "dpm_solver 2M 10")}
     assert {row["ω"] for row in rows} == {0.2, 0, 0.5} and {row["iterations"] for row in rows} == {40}
-    assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row["paper IS"]) for row in rows
+    assert {(row["schedule"], row["T"]): (row["paper (Inception FID)"], row[PAPER_IS]) for row in rows
             if row["ω"] == 0.2} == {k[:2]: tuple(map(float, v.split(" / "))) for k, v in PAPER.items() if k[2] == 0.2}
 
     rep = run_report(sweep)
