@@ -218,7 +218,7 @@ class RunLogger(WandbLogger):
                                         "eval_samples": m.get("num_samples")})
 
     @rank_zero_only
-    def log_model(self, run_dir: str | Path, files: Sequence[Path], metadata: Mapping[str, Any],
+    def log_model_artifact(self, run_dir: str | Path, files: Sequence[Path], metadata: Mapping[str, Any],
                   best: bool) -> None:
         """`files` of the run directory (model.safetensors, its config and metrics; never a pickled checkpoint) as
         the model artifact `model-<run id>`, the metrics as metadata; aliases latest and, when these weights are

@@ -293,7 +293,7 @@ def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any], 
             continue
         logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
         files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
-        logger.log_model(run_dir, [f for f in files if f.is_file()],
+        logger.log_model_artifact(run_dir, [f for f in files if f.is_file()],
                          {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
 
 
