@@ -111,7 +111,8 @@ def flat_config(params: Mapping[str, Any], choices: Mapping[str, str] | None = N
 
     walk("", {k: v for k, v in params.items() if k != "hydra"})
     top = {k: v for k, v in flat.items() if FLAT not in k}
-    readable = {key: flat[path.replace(".", FLAT)] for key, path in READABLE.items() if path.replace(".", FLAT) in flat}
+    paths = {key: path.replace(".", FLAT) for key, path in READABLE.items()}
+    readable = {key: flat[path] for key, path in paths.items() if path in flat}
     return {**dict(choices or {}), **readable, **top, **{k: v for k, v in flat.items() if FLAT in k}}
 
 
@@ -195,18 +196,18 @@ class RunLogger(WandbLogger):
         data: dict[str, Any] = {"eval/results": wandb.Table(columns=columns, data=rows)}
         omegas = sorted({w for by_w in results.values() for w in by_w})
         if len(omegas) > 1:
-            named = [(name, by_w) for name, by_w in results.items()]
             data["eval/fid_vs_guidance"] = wandb.plot.line_series(
-                xs=omegas, ys=[[value(by_w[w], "fid") if w in by_w else None for w in omegas] for _, by_w in named],
-                keys=[name or "eval" for name, _ in named], title="FID (classifier features) against guidance ω",
+                xs=omegas, ys=[[value(by_w[w], "fid") if w in by_w else None for w in omegas]
+                               for by_w in results.values()],
+                keys=[name or "eval" for name in results], title="FID (classifier features) against guidance ω",
                 xname="ω")
         primary_name, primary = next(iter(results.items()))
         w = guidance if guidance in primary else next(iter(primary))
         for name, by_w in results.items():
             confusion = by_w.get(w, {}).get("confusion")
             if confusion is not None:
-                truth = [c for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
-                preds = [p for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+                pairs = [(c, p) for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
+                truth, preds = (list(v) for v in zip(*pairs))
                 key = "eval/confusion" if name is None else f"eval/{name}/confusion"
                 data[key] = wandb.plot.confusion_matrix(y_true=truth, preds=preds, class_names=list(class_names),
                                                         title=f"classifier on samples at ω = {w}"

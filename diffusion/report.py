@@ -21,9 +21,9 @@ from diffusion.runs import OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
-BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}
+BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes beside our metric of that key
 IS_NOTE = (f"IS: the paper's from {PAPER_IS_NETWORK}, ours from our classifier (diffusion/classifier.py); neither is "
-           "Inception-v3's, and the two are not comparable. FID: both Inception-v3, 28×28.")  # the paper's figure goes beside our metric of that key
+           "Inception-v3's, and the two are not comparable. FID: both Inception-v3, 28×28.")
 
 
 def columns() -> list[str]:

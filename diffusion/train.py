@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor, Timer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor, Timer
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -267,8 +267,8 @@ def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
 def use_best_weights(module: L.LightningModule, trainer: L.Trainer) -> bool:
     """eval.weights=best: the weights of the best validation loss's checkpoint into the module (every rank), for the
     export and the evaluation; False, said in a line, when no validation made one (the final weights stay)."""
-    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
-    path = monitored[0].best_model_path if monitored else ""
+    best = best_checkpoint(trainer)
+    path = best.best_model_path if best is not None else ""
     if not path:
         if trainer.is_global_zero:
             print("eval.weights=best: no validation loss was recorded, so there is no best checkpoint; "
@@ -279,7 +279,7 @@ def use_best_weights(module: L.LightningModule, trainer: L.Trainer) -> bool:
     module.checkpoint_step = ckpt["global_step"]
     if trainer.is_global_zero:
         print(f"eval.weights=best: the weights of step {ckpt['global_step']}, the best validation loss "
-              f"({float(monitored[0].best_model_score):.5g}; {path})")
+              f"({float(best.best_model_score):.5g}; {path})")
     return True
 
 
@@ -294,19 +294,25 @@ def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any], 
         logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
         files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
         logger.log_model_artifact(run_dir, [f for f in files if f.is_file()],
-                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
+                                  {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
 
 
 FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "global_step", "world_size")
 
 
+def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best monitored value (callbacks.best_checkpoint), if any:
+    trainer.checkpoint_callback is the first one, the unmonitored last.ckpt writer."""
+    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
+
+
 def final_is_best(trainer: L.Trainer) -> bool:
     """Whether the run's last validation loss is its best checkpoint's (the exported weights are then the best)."""
-    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
-    if not monitored or monitored[0].best_model_score is None:
+    best = best_checkpoint(trainer)
+    if best is None or best.best_model_score is None:
         return False
-    last = trainer.callback_metrics.get(monitored[0].monitor)
-    return last is not None and float(last) <= float(monitored[0].best_model_score)
+    last = trainer.callback_metrics.get(best.monitor)
+    return last is not None and float(last) <= float(best.best_model_score)
 
 
 def finish_wandb(loggers: list) -> None:
