@@ -29,16 +29,26 @@ def rate(images_per_s: float) -> str:
 
 
 class FitClock(L.Callback):
-    """This fit's wall time and training images/s, all ranks: over the whole fit (validation, sample grids and
-    compilation included; a resumed run counts its own steps only) and, `steady`, after its first `warmup_steps`
-    steps (compilation and CUDA-graph capture happen there). `metrics()` after fit."""
+    """This fit's training time and images/s, all ranks: the time of its optimizer steps, from the fit's start to its
+    end less the validation loops (which hold the sample grids), over every step and, `steady`, after the first
+    `warmup_steps` (compilation and CUDA-graph capture happen there); a resumed run counts its own steps only. The
+    validation time is reported beside it. First in the callback list, so that no other callback's end-of-fit work
+    (the final sample grid) counts. `metrics()` after fit."""
 
     def __init__(self, warmup_steps: int = 20) -> None:
         self.warmup_steps, self.seconds, self.images, self.steps = warmup_steps, 0.0, 0, 0
-        self.start, self.steady_start, self.steady_images = 0.0, None, 0
+        self.start = self.end = self.validation = self.validation_start = 0.0
+        self.steady_start, self.steady_images, self.steady_validation = None, 0, 0.0
+
+    @staticmethod
+    def now(pl_module: L.LightningModule) -> float:
+        """The time once the device's queued work is done (a GPU runs ahead of Python)."""
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start, self.images, self.steps, self.steady_start = time.perf_counter(), 0, 0, None
+        self.start, self.images, self.steps, self.steady_start, self.validation = time.perf_counter(), 0, 0, None, 0.0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -46,16 +56,21 @@ class FitClock(L.Callback):
         self.images, self.steps = self.images + images, self.steps + 1
         if self.steady_start is not None:
             self.steady_images += images
-        elif self.steps == self.warmup_steps:
-            if pl_module.device.type == "cuda":
-                torch.cuda.synchronize(pl_module.device)  # once: the warm-up's GPU work is not the steady state's
-            self.steady_start, self.steady_images = time.perf_counter(), 0
+        elif self.steps == self.warmup_steps:  # once: the warm-up's device work is not the steady state's
+            self.steady_start, self.steady_images, self.steady_validation = self.now(pl_module), 0, self.validation
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.validation_start = self.now(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self.validation_start:
+            self.validation += self.now(pl_module) - self.validation_start
+            self.validation_start = 0.0
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)  # the queued GPU work belongs to this fit
-        self.end = time.perf_counter()
-        self.seconds = self.end - self.start
+        self.end = self.now(pl_module)
+        self.seconds = self.end - self.start - self.validation
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         try:
@@ -64,16 +79,19 @@ class FitClock(L.Callback):
             return
         if trainer.is_global_zero and (m := self.metrics()):  # what the stopped fit reached (e.g. after Ctrl-C)
             steady = f", {rate(m['steady_images_per_s'])} after the warm-up" if "steady_images_per_s" in m else ""
-            print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s: "
+            print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s of training steps: "
                   f"{rate(m['fit_images_per_s'])} training images/s{steady}", flush=True)
 
     def metrics(self) -> dict[str, float]:
-        """fit_seconds, fit_images_per_s and, past the warm-up, steady_images_per_s; empty if no step ran."""
+        """fit_seconds (the optimizer steps' time), fit_images_per_s, validation_seconds and, past the warm-up,
+        steady_images_per_s; empty if no step ran."""
         if not self.images or self.seconds <= 0:
             return {}
-        found = {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1)}
-        if self.steady_start is not None and self.steady_images and self.end > self.steady_start:
-            found["steady_images_per_s"] = round(self.steady_images / (self.end - self.steady_start), 1)
+        found = {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1),
+                 "validation_seconds": round(self.validation, 2)}
+        steady = self.end - (self.steady_start or self.end) - (self.validation - self.steady_validation)
+        if self.steady_start is not None and self.steady_images and steady > 0:
+            found["steady_images_per_s"] = round(self.steady_images / steady, 1)
         return found
 
 
@@ -141,8 +159,16 @@ class SampleGrid(L.Callback):
                  sampler: Callable | None = None, dirname: str = "samples") -> None:
         self.every_n_epochs, self.n_per_class, self.seed = every_n_epochs, n_per_class, seed
         self.sampler, self.dirname = sampler, dirname
+        self.seconds = 0.0  # spent drawing grids in this fit, reported beside the training time
 
     def make_grid(self, trainer: L.Trainer, module: DiffusionModule, name: str) -> Path:
+        start = time.perf_counter()
+        try:
+            return self._make_grid(trainer, module, name)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _make_grid(self, trainer: L.Trainer, module: DiffusionModule, name: str) -> Path:
         classes = len(module.hparams.class_names)
         labels = torch.arange(classes).repeat_interleave(self.n_per_class)
         images = module.sample(labels, self.sampler, seed=self.seed)  # same seed: same noise every time

@@ -13,6 +13,9 @@ class ConfigError(ValueError):
     """An option has an invalid value."""
 
 
+PUBLISHED = "published"  # eval.inception=published: the standard FID only where the seed paper has a figure
+
+
 def is_number(value: Any) -> bool:
     """A real int or float (not a bool, not a string)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -55,3 +58,11 @@ def check_choice(value: Any, choices: Iterable[str], key: str) -> str:
         listed = " or ".join(map(repr, names)) if len(names) == 2 else "one of " + ", ".join(map(repr, names))
         raise ConfigError(f"{key} must be {listed}, got {value!r}")
     return value
+
+
+def check_inception(value: Any) -> bool | str:
+    """eval.inception: true, false or "published" (the standard FID only for the settings the seed paper reports)."""
+    if isinstance(value, bool) or value == PUBLISHED:
+        return value
+    raise ConfigError(f"eval.inception must be true, false or {PUBLISHED} (only where the seed paper has a figure), "
+                      f"got {value!r}")

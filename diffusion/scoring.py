@@ -17,10 +17,12 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor
 
+from diffusion.checks import PUBLISHED, check_inception
 from diffusion.clip_eval import PROMPTS
 from diffusion.distributed import gather_shares
 from diffusion.evaluation import evaluate, run_metadata
 from diffusion.generate import balanced_labels, generate
+from diffusion.published import paper_scores
 from diffusion.records import format_table, summarize_seeds, write_metrics
 from diffusion.runtime import data_root
 
@@ -30,7 +32,7 @@ class EvalSettings:
     """How samples are scored: the `eval` config group less what to sample (conf/eval/default.yaml)."""
 
     batch_size: int = 500
-    inception: bool = False
+    inception: bool | str = False  # true | false | "published": only where the seed paper has a figure
     inception_weights: str | None = None
     clip: str | None = None
     clip_prompts: tuple[str, ...] = PROMPTS
@@ -38,19 +40,29 @@ class EvalSettings:
     @classmethod
     def of(cls, eval_cfg: Any) -> EvalSettings:
         """From a composed `eval` config."""
-        return cls(batch_size=int(eval_cfg.batch_size), inception=bool(eval_cfg.inception),
+        return cls(batch_size=int(eval_cfg.batch_size), inception=check_inception(eval_cfg.inception),
                    inception_weights=eval_cfg.inception_weights, clip=eval_cfg.get("clip"),
                    clip_prompts=tuple(eval_cfg.get("clip_prompts") or PROMPTS))
 
 
+    def wants_inception(self, module: Any, guidance: float | None) -> bool:
+        """Whether samples of `module` at ω get the standard FID: always, never, or ("published") where the seed paper
+        reports one for the model's data, schedule and T at that ω."""
+        if self.inception != PUBLISHED:
+            return bool(self.inception)
+        schedule = module.schedule
+        return paper_scores(module.data_spec.name, schedule.kind, schedule.timesteps, guidance) is not None
+
+
 def score_images(module: Any, images: Tensor, labels: Tensor, settings: EvalSettings = EvalSettings(),
-                 device: torch.device | None = None, root: str | Path | None = None) -> dict[str, Any]:
-    """Metrics of uint8 images (N, C, H, W) made by `module` for `labels`: the evaluator's FID / IS / class accuracy,
-    the standard FID if asked (eval.inception) and CLIP's view if asked (eval.clip); data and evaluators under
-    `root` (default: the data root)."""
+                 device: torch.device | None = None, root: str | Path | None = None,
+                 guidance: float | None = None) -> dict[str, Any]:
+    """Metrics of uint8 images (N, C, H, W) made by `module` for `labels` at ω = `guidance`: the evaluator's FID / IS /
+    class accuracy, the standard FID if asked (eval.inception) and CLIP's view if asked (eval.clip); data and
+    evaluators under `root` (default: the data root)."""
     spec, device = module.data_spec, device or module.device
-    m = evaluate(images, labels, spec, root or data_root(), settings.inception, settings.inception_weights,
-                 settings.batch_size, device=device)
+    m = evaluate(images, labels, spec, root or data_root(), settings.wants_inception(module, guidance),
+                 settings.inception_weights, settings.batch_size, device=device)
     if settings.clip:  # opt-in: CLIP's view of the samples (the seed report's prompts by default)
         from diffusion.clip_eval import clip_evaluate, load_clip
         from diffusion.evaluation import crop_padding
@@ -122,7 +134,7 @@ def score_and_record(module: Any, images: Tensor, labels: Tensor, settings: Eval
                      device: torch.device | None = None, root: str | Path | None = None,
                      **extra: Any) -> dict[str, Any]:
     """Score one set of samples and record it: metrics.json in `where` (what made them included), a printed table."""
-    m = score_images(module, images, labels, settings, device, root)
+    m = score_images(module, images, labels, settings, device, root, guidance)
     m.update(run_metadata(module.schedule, sampler_cfg, step, guidance), seed=seed, **extra)
     print(f"ω = {guidance}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
     print(write_metrics(m, where / "metrics.json"))

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from diffusion.distributed import in_slurm_job, relaunches_command
-from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, read_status, record_failure
+from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, Resume, read_status, record_failure
 from diffusion.runtime import CONF_DIR
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
@@ -95,6 +95,30 @@ def point_command(hydra_cfg: Any) -> list[str]:
 def quoted(value: str) -> str:
     """A path as one Hydra override value (quoted, so that `=`, `,` and spaces stay part of it)."""
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override: `trainer.max_time` of `trainer.max_time=00:01:00:00`, `a.b` of `~a.b`."""
+    return override.split("=", 1)[0].lstrip("~+")
+
+
+def earlier_attempt(hydra_cfg: Any) -> Path | None:
+    """Another directory of this sweep holding an unfinished run of this job's point (the same job number, the same
+    overrides but for the keys kept out of directory names), e.g. one named while trainer.max_time was still part of
+    the name; None if there is none. What a resume=true sweep says before it starts a point anew beside it."""
+    exclude = set(hydra_cfg.job.config.override_dirname.exclude_keys)
+    mine = sorted(o for o in hydra_cfg.overrides.task if override_key(o) not in exclude)
+    here = Path(hydra_cfg.runtime.output_dir).resolve()
+    for other in sorted(Path(hydra_cfg.sweep.dir).glob(f"{hydra_cfg.job.num}-*")):
+        saved = other / ".hydra" / "overrides.yaml"
+        if other.resolve() == here or not saved.is_file():
+            continue
+        from omegaconf import OmegaConf
+
+        theirs = sorted(o for o in OmegaConf.load(saved) if override_key(str(o)) not in exclude)
+        if theirs == mine and Resume.of(other).checkpoint is not None:
+            return other
+    return None
 
 
 def run_point(hydra_cfg: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import subprocess
+import time
 from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,17 +18,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Th
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion.callbacks import FitClock, RunTimeLimit, rate
+from diffusion.callbacks import FitClock, RunTimeLimit, SampleGrid, rate
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
-from diffusion.checks import (ConfigError, check_choice, check_guidance, check_positive, check_seed, check_steps,
-                              is_number)
+from diffusion.checks import (ConfigError, check_choice, check_guidance, check_inception, check_positive, check_seed,
+                              check_steps, is_number)
 from diffusion.distributed import claim_device, is_rank_zero
 from diffusion.module import LOSSES, compile_mode
 from diffusion.runtime import configure_cuda, sampler_options, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume
-from diffusion.sweeps import (RANK_GRACE_S, in_multirun, run_point, runs_as_own_command, sweep_launch_error,
-                             sweep_launcher)
+from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, run_point, runs_as_own_command,
+                             sweep_launch_error, sweep_launcher)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -78,6 +79,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("eval.weights=best needs callbacks.best_checkpoint (the best validation loss's checkpoint)")
     if not isinstance(cfg.eval.num_samples, int) or cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples must be an integer ≥ 0, got {cfg.eval.num_samples!r}")
+    check_inception(cfg.eval.inception)
     for w in [] if cfg.eval.guidance is None else cfg.eval.guidance:
         check_guidance(w, "eval.guidance", minimum=-1)
     accelerator = cfg.trainer.get("accelerator", "cpu")
@@ -90,14 +92,15 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def named_evaluations(cfg: DictConfig) -> dict[str, DictConfig]:
-    """eval.samplers: {name: sampler config}, each an evaluation of its own; empty: the run's own sampler."""
+    """eval.samplers: {name: sampler config}, each an evaluation of its own (eval.samplers.<name>=null drops one);
+    empty: the run's own sampler."""
     samplers = cfg.eval.get("samplers")
     if samplers is None:
         return {}
     if not OmegaConf.is_dict(samplers):
         raise ConfigError(f"eval.samplers must map names to samplers, e.g. +sampler@eval.samplers.fast=dpm_solver; "
                           f"got {samplers!r}")
-    return dict(samplers)
+    return {name: sampler for name, sampler in samplers.items() if sampler is not None}  # null: dropped
 
 
 def evaluation_samplers(cfg: DictConfig) -> dict[str | None, DictConfig]:
@@ -182,6 +185,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     check_config(cfg)
+    if cfg.resume and in_multirun() and Resume.of(cfg.run_dir) == Resume() \
+            and (other := earlier_attempt(HydraConfig.get())) is not None:
+        print(f"resume: {cfg.run_dir} starts from step 0 beside {other}, an unfinished run of the same settings in a "
+              f"directory named otherwise (by an earlier version); to continue that one, move it to {cfg.run_dir} "
+              "and run this again")
     if runs_as_own_command(cfg.trainer, in_multirun()):
         return run_point(HydraConfig.get())
     if cfg.resume:
@@ -216,7 +224,7 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         print(f"model: {total:,} trainable parameters (table in {run_dir / 'params.md'})")
     loggers = [instantiate(c) for c in cfg.logger.values() if c is not None] if cfg.logger else []
     clock = FitClock()
-    callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None] + [clock, RunTimeLimit()]
+    callbacks = [clock, *[instantiate(c) for c in (cfg.callbacks or {}).values() if c is not None], RunTimeLimit()]
     if not loggers:  # these only feed loggers, and LearningRateMonitor refuses to run without one
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
@@ -231,6 +239,9 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["global_step"], metrics["world_size"] = trainer.global_step, trainer.world_size
         metrics.update(clock.metrics())
+        grids = [c for c in callbacks if isinstance(c, SampleGrid)]
+        if grids:
+            metrics["grid_seconds"] = round(sum(g.seconds for g in grids), 2)
         if reason := stopped_short(trainer):  # a time-boxed slot: the next resume=true continues from last.ckpt
             if trainer.is_global_zero:
                 print(f"{reason}; recorded as interrupted: the same command with resume=true continues it")
@@ -240,17 +251,29 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
         if trainer.is_global_zero:  # the EMA weights (swapped in after fit) as a file anyone can load safely
             print(f"weights: {export_safetensors(module, run_dir / WEIGHTS)}")
         if cfg.eval.num_samples:
+            start = time.perf_counter()
             metrics.update(evaluate_run(cfg, module, trainer, run_dir))
+            metrics["eval_seconds"] = round(time.perf_counter() - start, 2)
         if trainer.is_global_zero:
             record_to_wandb(trainer, run_dir, metrics, best or final_is_best(trainer))
         wait_for_ranks(trainer)
     finally:
         finish_wandb(loggers)
     if trainer.is_global_zero:
-        speed = (f" ({rate(metrics['fit_images_per_s'])} training images/s over {metrics['fit_seconds']:.0f} s, "
-                 "validation included)") if "fit_seconds" in metrics else ""
-        print(f"finished at step {trainer.global_step}{speed}; run directory: {run_dir}")
+        print(f"finished at step {trainer.global_step}{time_line(metrics)}; run directory: {run_dir}")
     return metrics
+
+
+def time_line(metrics: dict[str, Any]) -> str:
+    """Where a run's time went, as printed at its end: the training steps' images/s and seconds, then the rest."""
+    if "fit_seconds" not in metrics:
+        return ""
+    besides = [f"{label} {metrics[key]:.0f} s" for key, label in TIME_SPENT if metrics.get(key)]
+    return (f": {rate(metrics['fit_images_per_s'])} training images/s over {metrics['fit_seconds']:.0f} s of training "
+            "steps" + (f" (besides: {', '.join(besides)})" if besides else ""))
+
+
+TIME_SPENT = (("validation_seconds", "validation"), ("grid_seconds", "sample grids"), ("eval_seconds", "evaluation"))
 
 
 def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
@@ -297,7 +320,8 @@ def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any], 
                                   {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
 
 
-FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "global_step", "world_size")
+FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "validation_seconds", "grid_seconds",
+               "eval_seconds", "global_step", "world_size")
 
 
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
