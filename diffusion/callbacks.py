@@ -29,16 +29,17 @@ def rate(images_per_s: float) -> str:
 
 
 class FitClock(L.Callback):
-    """This fit's training time and images/s, all ranks: the time of its optimizer steps, from the fit's start to its
-    end less the validation loops (which hold the sample grids), over every step and, `steady`, after the first
-    `warmup_steps` (compilation and CUDA-graph capture happen there); a resumed run counts its own steps only. The
-    validation time is reported beside it. First in the callback list, so that no other callback's end-of-fit work
-    (the final sample grid) counts. `metrics()` after fit."""
+    """A run's training time and images/s, all ranks: the time of its optimizer steps, from each fit's start to its
+    end less the validation loops (which hold the sample grids), summed over the run's attempts (the total travels in
+    its checkpoints, so time-boxed slots add up), and, `steady`, this attempt's after its first `warmup_steps`
+    (compilation and CUDA-graph capture happen there). The validation time is reported beside it. First in the
+    callback list, so that no other callback's end-of-fit work (the final sample grid) counts. `metrics()` after fit."""
 
     def __init__(self, warmup_steps: int = 20) -> None:
         self.warmup_steps, self.seconds, self.images, self.steps = warmup_steps, 0.0, 0, 0
         self.start = self.end = self.validation = self.validation_start = 0.0
         self.steady_start, self.steady_images, self.steady_validation = None, 0, 0.0
+        self.earlier = {"seconds": 0.0, "images": 0, "validation": 0.0}  # the run's attempts before this one
 
     @staticmethod
     def now(pl_module: L.LightningModule) -> float:
@@ -49,6 +50,7 @@ class FitClock(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start, self.images, self.steps, self.steady_start, self.validation = time.perf_counter(), 0, 0, None, 0.0
+        self.end = 0.0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -82,13 +84,28 @@ class FitClock(L.Callback):
             print(f"stopped at step {trainer.global_step} after {m['fit_seconds']:.0f} s of training steps: "
                   f"{rate(m['fit_images_per_s'])} training images/s{steady}", flush=True)
 
+    def totals(self) -> dict[str, float]:
+        """The run's training seconds, images and validation seconds so far, earlier attempts included."""
+        seconds = self.seconds if self.end else time.perf_counter() - self.start - self.validation
+        return {"seconds": self.earlier["seconds"] + (seconds if self.start else 0.0),
+                "images": self.earlier["images"] + self.images,
+                "validation": self.earlier["validation"] + self.validation}
+
+    def state_dict(self) -> dict[str, float]:
+        return self.totals()
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.earlier = {k: state_dict.get(k, 0) for k in self.earlier}
+
     def metrics(self) -> dict[str, float]:
-        """fit_seconds (the optimizer steps' time), fit_images_per_s, validation_seconds and, past the warm-up,
-        steady_images_per_s; empty if no step ran."""
+        """fit_seconds (the optimizer steps' time), fit_images_per_s and validation_seconds over the run's attempts
+        and, past this attempt's warm-up, its steady_images_per_s; empty if no step ran."""
+        total = self.totals()
         if not self.images or self.seconds <= 0:
             return {}
-        found = {"fit_seconds": round(self.seconds, 2), "fit_images_per_s": round(self.images / self.seconds, 1),
-                 "validation_seconds": round(self.validation, 2)}
+        found = {"fit_seconds": round(total["seconds"], 2),
+                 "fit_images_per_s": round(total["images"] / total["seconds"], 1),
+                 "validation_seconds": round(total["validation"], 2)}
         steady = self.end - (self.steady_start or self.end) - (self.validation - self.steady_validation)
         if self.steady_start is not None and self.steady_images and steady > 0:
             found["steady_images_per_s"] = round(self.steady_images / steady, 1)

@@ -27,7 +27,7 @@ class Metric:
 # The headline numbers, in table order: the only list of them (adding a metric: its key here, its value in
 # diffusion.evaluation.evaluate).
 HEADLINE = (
-    Metric("fid", "FID"),  # classifier features (the project's evaluator)
+    Metric("fid", "classifier FID"),  # classifier features (the project's evaluator)
     Metric("fid_inception", "Inception FID"),  # the seed paper's standard FID
     Metric("is", "IS"),
     Metric("class_accuracy", "class acc."),
@@ -38,6 +38,11 @@ PER_SAMPLE_SET = ("is_std", "per_class_accuracy", "confusion", "seed")  # meanin
 def headline_keys() -> list[str]:
     """The headline metrics' keys, in table order."""
     return [h.key for h in HEADLINE]
+
+
+def label(key: str) -> str:
+    """A headline metric's column label."""
+    return next(h.label for h in HEADLINE if h.key == key)
 
 
 def value(m: dict[str, Any], key: str) -> float | None:

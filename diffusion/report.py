@@ -10,26 +10,29 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from diffusion import records
 from diffusion.published import PAPER_IS_NETWORK, PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
-from diffusion.records import read_metrics, sampler_label, shown, spread, value
+from diffusion.records import label, read_metrics, sampler_label, shown, spread, value
 from diffusion.runs import OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
 BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes beside our metric of that key
 IS_NOTE = (f"IS: the paper's from {PAPER_IS_NETWORK}, ours from our classifier (diffusion/classifier.py); neither is "
-           "Inception-v3's, and the two are not comparable. FID: both Inception-v3, 28×28.")
+           "Inception-v3's, and the two are not comparable. Inception FID: both Inception-v3, 28×28; the classifier "
+           "FID uses our classifier's features and is comparable only with itself.")
 
 
 def columns() -> list[str]:
     """The table's columns: the run, its setting, the headline metrics (diffusion.records), the paper's FID and IS."""
     metrics = [c for h in records.HEADLINE for c in ([h.label, BESIDE[h.key]] if h.key in BESIDE else [h.label])]
-    return ["run", "evaluation", "iterations", "T", "schedule", "ω", *metrics, "samples", "sampler", "status"]
+    return ["run", "evaluation", "iterations", "T", "schedule", "ω", "seed", *metrics, "samples", "sampler", "status"]
 
 
 def _cell(m: dict[str, Any], key: str) -> Any:
@@ -42,20 +45,43 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
     if "num_seeds" in m:
         run = f"{run} (mean ± std of {m['num_seeds']} seeds)"
     return {"run": run, "evaluation": m.get("evaluation"), "iterations": m.get("step"), "T": m.get("timesteps"),
-            "schedule": m.get("schedule"),
-            "ω": m.get("guidance"), **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper[0],
-            PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok"}
+            "schedule": m.get("schedule"), "ω": m.get("guidance"), "seed": m.get("seed"),
+            **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper[0],
+            PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok",
+            METRICS: m}
+
+
+METRICS = "_metrics"  # a row's metrics.json, for the paper's tables (not a column)
+TABLE_KEYS = ("fid_inception", "fid", "is")  # what a cell of the paper's tables shows, in this order
+
+
+def table_cell(found: list[dict[str, Any]], keys: Sequence[str]) -> str:
+    """One setting of the paper's tables: each key's value ("–" where not measured), over several runs of the
+    setting (training seeds) "mean ± std" and their number."""
+    parts = []
+    for key in keys:
+        values = [v for r in found if (v := value(r[METRICS], key)) is not None]
+        if not values:
+            parts.append("–")
+        elif len(values) == 1:
+            parts.append(f"{values[0]:.4g}")
+        else:
+            parts.append(f"{statistics.fmean(values):.4g} ± {statistics.stdev(values):.2g}")
+    return " / ".join(parts) + (f" ({len(found)} runs)" if len(found) > 1 else "")
 
 
 def paper_table_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[str, list[str], list[list[str]]]]:
     """The seed paper's Tables 2 and 3, {n: (title, header, rows)}: per setting its Inception FID / IS, then this
-    sweep's for each evaluation."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+    sweep's for each evaluation: the Inception FID where it was measured, the classifier FID and IS always; several
+    runs of one setting (e.g. seed=0,1) as mean ± std."""
+    ok = [r for r in rows if r.get("status") == OK and METRICS in r]
     evaluations = sorted({r.get("evaluation") or "" for r in ok}, key=lambda e: (e != "paper", e))
+    keys = [k for k in TABLE_KEYS if k != "fid_inception" or any(value(r[METRICS], k) is not None for r in ok)]
+    shown_as = " / ".join(("classifier IS" if k == "is" else label(k)) for k in keys)
     out = {}
     for n, title in TABLE_TITLES.items():
         header = ["schedule", "T", "ω", "paper: Inception FID / IS of its own CNN",
-                  *[f"ours{f', {e}' if e else ''}: Inception FID / classifier IS" for e in evaluations]]
+                  *[f"ours{f', {e}' if e else ''}: {shown_as}" for e in evaluations]]
         lines = []
         for (schedule, T, w), (fid, is_) in PAPER_TABLES.items():
             if n not in paper_tables_of(schedule, T, w):
@@ -64,8 +90,7 @@ def paper_table_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[str, list[st
             for e in evaluations:
                 found = [r for r in ok if (r.get("evaluation") or "") == e
                          and (r.get("schedule"), r.get("T"), r.get("ω")) == (schedule, T, w)]
-                cells.append("; ".join(f"{_fmt(r.get('Inception FID')) or '–'} / {_fmt(r.get('IS'))}" for r in found)
-                             or "not run")
+                cells.append(table_cell(found, keys) if found else "not run")
             lines.append([schedule, str(T), f"{w:g}", f"{_paper(fid)} / {_paper(is_)}", *cells])
         out[n] = (title, header, lines)
     return out
@@ -158,7 +183,7 @@ def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """FID and IS against ω, one line per run and evaluation; None when no run has more than one ω."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        if isinstance(r.get("FID"), float) and r.get("ω") is not None:  # not the "mean ± std" of repeated runs
+        if isinstance(r.get(label("fid")), float) and r.get("ω") is not None:  # not the "mean ± std" of repeated runs
             runs.setdefault(r["run"] + (f" ({r['evaluation']})" if r.get("evaluation") else ""), []).append(r)
     if not any(len(v) > 1 for v in runs.values()) and len(runs) < 2:
         return None
@@ -170,9 +195,9 @@ def plot_guidance(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for run, rs in runs.items():
         rs = sorted(rs, key=lambda r: r["ω"])
-        for ax, key in zip(axes, ("FID", "IS")):
+        for ax, key in zip(axes, (label("fid"), label("is"))):
             ax.plot([r["ω"] for r in rs], [r[key] for r in rs], "o-", label=run)
-    for ax, key in zip(axes, ("FID (lower is better)", "IS (higher is better)")):
+    for ax, key in zip(axes, (f"{label('fid')} (lower is better)", f"{label('is')} (higher is better)")):
         ax.set_xlabel("guidance ω (ω = −1: unconditional)")
         ax.set_title(key)
         ax.grid(alpha=0.3)

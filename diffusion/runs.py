@@ -1,7 +1,7 @@
 """A run directory: where its files go, and its status.json (written, read, and what `resume=true` makes of it).
 
 Every train.py and sample.py run records `status.json` in its directory: {"status": "ok" | "interrupted" |
-"failed", "error", "overrides", "metrics"}. ok: finished, with its final metrics; interrupted: stopped short of its
+"failed", "error", "overrides", "metrics", "machine" (diffusion.runtime.machine)}. ok: finished, with its final metrics; interrupted: stopped short of its
 steps (trainer.max_time) and continued by the next `resume=true`; failed: the one-line error. The report, resuming
 and the sweeps read it through `read_status` and `Resume` only.
 """
@@ -72,8 +72,11 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None,
     old = read_status(run_dir)
     if status == OK and old is not None and old.get("status") == OK and old.get("metrics") == metrics:
         return
+    from diffusion.runtime import machine
+
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics}, indent=1)
+    record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics,
+                         "machine": machine()}, indent=1)
     atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,14 +38,40 @@ def config_option(group: str, name: str) -> DictConfig:
 CPU_BF16_ENV = "DIFFUSION_CPU_BF16"  # 1 / 0 forces the CPU rule either way (e.g. the tests, on every CPU kind)
 
 
-@functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    return cpu_kind() != "fp32-only"
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """The CPU kind that sets training's speed here: "AMX", "AVX512-BF16" (native bf16 without AMX) or "fp32-only"."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "fp32-only"
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "fp32-only"
+
+
+def machine() -> dict[str, Any]:
+    """What a run ran on, for its records: the CPU's model, cores and kind, and the visible CUDA GPUs."""
+    import torch
+
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() \
+        else []
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "cpu_kind": cpu_kind(), "gpus": gpus}
+
+
+def machine_label(m: dict[str, Any]) -> str:
+    """A machine record as the docs name it: "2-core Intel Xeon … (AVX512-BF16)", or its GPUs."""
+    if m.get("gpus"):
+        return ", ".join(m["gpus"])
+    return f"{m['cores']}-core {m['cpu']} ({m['cpu_kind']})"
 
 
 def cpu_bf16() -> bool:
