@@ -36,8 +36,10 @@ class FitClock(L.Callback):
     callback list, so that no other callback's end-of-fit work (the final sample grid) counts. `metrics()` after fit."""
 
     def __init__(self, warmup_steps: int = 20) -> None:
-        self.warmup_steps, self.seconds, self.images, self.steps = warmup_steps, 0.0, 0, 0
-        self.start = self.end = self.validation = self.validation_start = 0.0
+        self.warmup_steps, self.images, self.steps = warmup_steps, 0, 0
+        self.start: float | None = None  # this attempt's start (None: not started)
+        self.end: float | None = None  # this attempt's end (None: still running)
+        self.validation, self.validation_start = 0.0, None
         self.steady_start, self.steady_images, self.steady_validation = None, 0, 0.0
         self.earlier = {"seconds": 0.0, "images": 0, "validation": 0.0}  # the run's attempts before this one
 
@@ -50,7 +52,7 @@ class FitClock(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start, self.images, self.steps, self.steady_start, self.validation = time.perf_counter(), 0, 0, None, 0.0
-        self.end = 0.0
+        self.end = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -66,13 +68,12 @@ class FitClock(L.Callback):
             self.validation_start = self.now(pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and self.validation_start:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self.validation_start is not None:
             self.validation += self.now(pl_module) - self.validation_start
-            self.validation_start = 0.0
+            self.validation_start = None
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.end = self.now(pl_module)
-        self.seconds = self.end - self.start - self.validation
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         try:
@@ -86,8 +87,9 @@ class FitClock(L.Callback):
 
     def totals(self) -> dict[str, float]:
         """The run's training seconds, images and validation seconds so far, earlier attempts included."""
-        seconds = self.seconds if self.end else time.perf_counter() - self.start - self.validation
-        return {"seconds": self.earlier["seconds"] + (seconds if self.start else 0.0),
+        end = self.end if self.end is not None else time.perf_counter()
+        seconds = 0.0 if self.start is None else end - self.start - self.validation
+        return {"seconds": self.earlier["seconds"] + seconds,
                 "images": self.earlier["images"] + self.images,
                 "validation": self.earlier["validation"] + self.validation}
 
@@ -98,16 +100,16 @@ class FitClock(L.Callback):
         self.earlier = {k: state_dict.get(k, 0) for k in self.earlier}
 
     def metrics(self) -> dict[str, float]:
-        """fit_seconds (the optimizer steps' time), fit_images_per_s and validation_seconds over the run's attempts
-        and, past this attempt's warm-up, its steady_images_per_s; empty if no step ran."""
+        """fit_seconds (the optimizer steps' time), fit_images, fit_images_per_s and validation_seconds over the run's
+        attempts and, past this attempt's warm-up, its steady_images_per_s; empty if no step ran."""
         total = self.totals()
-        if not self.images or self.seconds <= 0:
+        if not self.images or self.end is None or total["seconds"] <= 0:
             return {}
-        found = {"fit_seconds": round(total["seconds"], 2),
+        found = {"fit_seconds": round(total["seconds"], 2), "fit_images": total["images"],
                  "fit_images_per_s": round(total["images"] / total["seconds"], 1),
                  "validation_seconds": round(total["validation"], 2)}
-        steady = self.end - (self.steady_start or self.end) - (self.validation - self.steady_validation)
-        if self.steady_start is not None and self.steady_images and steady > 0:
+        if self.steady_start is not None and self.steady_images and \
+                (steady := self.end - self.steady_start - (self.validation - self.steady_validation)) > 0:
             found["steady_images_per_s"] = round(self.steady_images / steady, 1)
         return found
 

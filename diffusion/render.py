@@ -146,6 +146,28 @@ def jsonl_table(doc: Path, path: str) -> str:
                     "lrrrrrr")
 
 
+@table("paper_table")
+def paper_table_of_sweep(doc: Path, path: str, number: str) -> str:
+    """The seed paper's Table 2 or 3 beside a committed sweep's records (diffusion.report.paper_table_rows)."""
+    from diffusion.report import collect, paper_table_rows
+
+    title, header, lines = paper_table_rows(collect(ROOT / path))[int(number)]
+    return markdown(header, lines, "lrr" + "r" * (len(header) - 3))
+
+
+@table("sweep_points")
+def sweep_points(doc: Path, path: str) -> str:
+    """A committed sweep's training runs: steps, training images and time, images/s, evaluation time, machine."""
+    from diffusion.report import points
+
+    rows = points(ROOT / path)
+    if not rows:
+        raise ValueError(f"{path}: no training run's status.json")
+    header = list(rows[0])
+    cells = [[f"{v:,}" if isinstance(v, int) else "" if v is None else v for v in r.values()] for r in rows]
+    return markdown(header, cells, "llrrrrrl")
+
+
 def render(text: str, doc: Path) -> str:
     """`text` with every rendered table rebuilt from its records."""
 

@@ -153,6 +153,33 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["run"], r.get("evaluation") or "", -99 if r.get("ω") is None else r["ω"]))
 
 
+def points(root: str | Path) -> list[dict[str, Any]]:
+    """One row per training run under root (its status.json): status, steps, training images and time, images/s,
+    evaluation time, and the machine it last ran on."""
+    from diffusion.runtime import machine_label
+
+    root, out = Path(root), []
+    for p in sorted(root.glob(f"**/{STATUS_FILE}")):
+        status = read_status(p.parent) or {}
+        m = status.get("metrics") or {}
+        if "fit_seconds" not in m:  # not a training run (a sample.py evaluation)
+            continue
+        out.append({"point": str(job_dir(p, root)), "status": status.get("status"), "iterations": m.get("global_step"),
+                    "training images": m.get("fit_images"), "training steps' time": duration(m.get("fit_seconds")),
+                    "images/s": m.get("fit_images_per_s"), "evaluation time": duration(m.get("eval_seconds")),
+                    "machine": machine_label(status["machine"]) if status.get("machine") else ""})
+    return out
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as "1 h 02 min", "24 min 10 s" or "38 s"; empty for None."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s" if m else f"{sec} s"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, compose_cfg
+from conftest import CONF, compose_cfg, run_main
 from diffusion.module import DiffusionModule
 from diffusion.runtime import sampler_options
 
@@ -193,6 +193,37 @@ def test_the_ablation_presets_are_the_seed_papers_recipe(preset, grid, guidances
     params = cfg.hydra.sweeper.get("params")
     assert (OmegaConf.to_container(params) if params else None) == grid
     assert (list(cfg.eval.guidance) if cfg.eval.guidance is not None else None) == guidances
+
+
+@pytest.mark.parametrize("preset", ["ablation_schedule", "ablation_guidance", "ablation_schedule_small"])
+def test_the_ablation_presets_build_seed003s_model_data_and_loss(preset):
+    """One paper recipe: the sweeps resolve to experiment=seed003's network, data (28×28), loss and training options;
+    the reduced size changes only iterations, samples scored and samplers."""
+    same = ["model", "data", "schedule", "optim", "lr_scheduler", "loss", "prediction", "loss_weight", "p_uncond",
+            "guidance", "timesteps", "callbacks.ema", "trainer.gradient_clip_val", "trainer.precision"]
+    paper, sweep = (OmegaConf.to_container(compose_cfg("train", [f"experiment={e}", "run_dir=/tmp/x"]), resolve=True)
+                    for e in ("seed003", preset))
+    for key in same:
+        assert OmegaConf.select(OmegaConf.create(sweep), key) == OmegaConf.select(OmegaConf.create(paper), key), key
+    assert sweep["data"]["pad"] == 0 and sweep["data"]["batch_size"] == 32
+
+
+def test_the_reduced_ablation_shortens_iterations_samples_and_sampler_only():
+    cfg = compose_cfg("train", ["experiment=ablation_schedule_small", "run_dir=/tmp/x"], hydra=True)
+    assert cfg.trainer.max_steps == 5000 and cfg.eval.num_samples == 2000 and cfg.eval.inception == "published"
+    from diffusion.train import named_evaluations
+
+    assert list(named_evaluations(cfg)) == ["fast"] and cfg.eval.samplers.fast.steps == 20  # no DDPM over all T
+    assert cfg.sampler._target_ == "diffusion.samplers.dpm_solver_sample" and list(cfg.eval.guidance) == [0.2, 0, 0.5]
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == {"schedule": "linear,cosine", "timesteps": "1000,4000"}
+
+
+def test_the_paper_presets_job_config_shows_28x28_and_the_paper_network():
+    """The acceptance command: `python train.py experiment=ablation_schedule --cfg job`."""
+    r = run_main("train.py", "experiment=ablation_schedule", "--cfg", "job")
+    assert r.returncode == 0, r.stderr[-2000:]
+    job = OmegaConf.create(r.stdout)
+    assert job.data.pad == 0 and job.model.channels == [64, 128] and job.model.activation == "relu"
 
 
 @pytest.mark.parametrize("preset", ["mnist_best", "fashion_best"])

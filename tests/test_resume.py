@@ -43,3 +43,31 @@ def test_a_ddp_point_reruns_its_own_overrides_in_its_own_directory_without_the_s
     assert command[2:] == ["--config-name=train", "schedule=cosine", "trainer=ddp", "hydra.job.chdir=false",
                            "hydra.run.dir='/runs/x/1-a=b,c=d'", "hydra.output_subdir=null"]
     assert "-m" not in command and quoted("it's") == "'it\\'s'"
+
+
+def test_a_resumed_sweep_point_finds_an_unfinished_run_of_its_settings_under_another_name(tmp_path):
+    from omegaconf import OmegaConf
+
+    from conftest import compose_cfg
+    from diffusion.sweeps import earlier_attempt
+
+    exclude = compose_cfg("train", [], hydra=True).hydra.job.config.override_dirname.exclude_keys
+    assert {"trainer.max_time", "resume", "logger"} <= set(exclude)  # slots and resumes keep the point's name
+
+    def job(num: int, name: str, task: list[str]):
+        return OmegaConf.create({"job": {"num": num, "config": {"override_dirname": {"exclude_keys": list(exclude)}}},
+                                 "overrides": {"task": task}, "runtime": {"output_dir": str(tmp_path / name)},
+                                 "sweep": {"dir": str(tmp_path)}})
+
+    old = tmp_path / "0-schedule=linear,trainer.max_time=00:00:00:02"  # named while max_time was part of names
+    (old / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "overrides.yaml").write_text("- schedule=linear\n- trainer.max_time=00:00:00:02\n")
+    resuming = job(0, "0-schedule=linear", ["schedule=linear", "resume=true"])
+    assert earlier_attempt(resuming) is None  # nothing to continue there
+    last_checkpoint(old).parent.mkdir()
+    last_checkpoint(old).write_bytes(b"x")
+    assert earlier_attempt(resuming) == old
+    assert earlier_attempt(job(0, "0-schedule=cosine", ["schedule=cosine", "resume=true"])) is None  # other settings
+    assert earlier_attempt(job(1, "1-schedule=linear", ["schedule=linear", "resume=true"])) is None  # another point
+    write_status(old, "ok", metrics={"global_step": 20})
+    assert earlier_attempt(resuming) is None  # finished there: nothing left to continue

@@ -51,10 +51,10 @@ def test_repeated_evaluation_is_one_mean_and_std_row_beside_each_seed(tiny_ckpt,
                  "sampler.steps=3", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["run"]: row for row in collect(tmp_path)}
-    seeds = [rows[f"seed={s}"]["FID"] for s in range(3)]
+    seeds = [rows[f"seed={s}"]["classifier FID"] for s in range(3)]
     summary = rows[f"{tmp_path.name} (mean ± std of 3 seeds)"]
     mean, std = statistics.fmean(seeds), statistics.stdev(seeds)
-    assert summary["FID"] == f"{mean:.4g} ± {std:.2g}"  # the paper's Table 1 format
+    assert summary["classifier FID"] == f"{mean:.4g} ± {std:.2g}"  # the paper's Table 1 format
     assert run_report(tmp_path).returncode == 0 and "± " in (tmp_path / "report.md").read_text()
 
 
@@ -148,7 +148,7 @@ def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_p
     assert [s["metrics"]["global_step"] for s in statuses] == [40] * 4  # point 1 reached the same final step
 
     rows = collect(sweep)  # 4 points × 2 named evaluations × 3 ω, each its own metrics.json
-    assert len(rows) == 24 and all(row["status"] == "ok" and row["FID"] is not None for row in rows)
+    assert len(rows) == 24 and all(row["status"] == "ok" and row["classifier FID"] is not None for row in rows)
     assert (point1 / "eval" / "fast" / "guidance=0.5" / "metrics.json").is_file()
     assert {(row["schedule"], row["T"]) for row in rows} == {("linear", 1000), ("linear", 4000), ("cosine", 1000),
                                                              ("cosine", 4000)}
@@ -163,14 +163,14 @@ def test_tables_2_and_3_from_a_2x2_sweep_with_two_named_evaluations_killed_mid_p
     table, table2, table3 = report.split("\n## The seed paper's Table ")
     assert table.count("\n") == 2 + 24 and (sweep / "report.csv").is_file()
     assert table2.startswith("2: schedule × T at ω = 0.2") and table3.startswith("3: ω at linear, T = 1000")
-    for text in (table2, table3):
-        assert "| ours, paper: Inception FID / classifier IS | ours, fast: Inception FID / classifier IS |" in text
+    for text in (table2, table3):  # no Inception FID at this size: the classifier FID, labelled as such
+        assert "| ours, paper: classifier FID / classifier IS | ours, fast: classifier FID / classifier IS |" in text
     for (schedule, T, w), paper in PAPER.items():  # every figure of Tables 2 and 3, with both evaluations beside it
         for text in [table2] * (w == 0.2) + [table3] * ((schedule, T) == ("linear", 1000)):
             (line,) = [row for row in text.splitlines() if row.startswith(f"| {schedule} | {T} | {w:g} |")]
             cells = line.strip("| ").split(" | ")
             assert cells[3] == paper and len(cells) == 6 and "not run" not in line, line
-            assert all(cell.startswith("– / ") and float(cell[4:]) > 0 for cell in cells[4:]), line  # no Inception
+            assert all(float(fid) > 0 and float(is_) > 0 for fid, is_ in (c.split(" / ") for c in cells[4:])), line
         assert paper in rep.stdout
     check_wandb_of_the_sweep(sweep, point1, r.stdout)
 
@@ -220,6 +220,44 @@ def check_wandb_of_the_sweep(sweep, resumed, output):
     assert (report.run.run_group, report.run.job_type) == ("ablation_schedule/sweep", "report")
     assert report.summary["ok"] == 24 and report.summary["report/table_2/nrows"] == 4
     assert report.summary["report/runs/nrows"] == 24 and report.summary["report/table_3/nrows"] == 3
+
+
+def test_a_time_boxed_slot_then_resume_true_without_it_continues_every_point_in_its_directory_and_wandb_run(
+        tmp_path):
+    """The documented slot recipe: `-m … trainer.max_time=…`, then the same sweep without it and with resume=true."""
+    from diffusion.runs import read_status
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment=ablation_schedule_small", *[a for a in TINY if a != "logger=csv"], "logger=wandb",
+            "eval.num_samples=20", "timesteps=1000", "schedule=linear,cosine", f"hydra.sweep.dir={sweep}"]
+    r = run_entry("train.py", *args, "trainer.max_steps=100000", "trainer.max_time=00:00:00:02")
+    assert r.returncode == 0, r.stderr[-3000:]
+    points = sorted(sweep.glob("[0-9]-*"))
+    assert [p.name for p in points] == ["0-eval.num_samples=20,schedule=linear,timesteps=1000",
+                                        "1-eval.num_samples=20,schedule=cosine,timesteps=1000"]  # no max_time
+    first = [read_status(p) for p in points]
+    assert [s["status"] for s in first] == ["interrupted"] * 2
+    stopped = [s["metrics"]["global_step"] for s in first]
+    assert all(step > 0 for step in stopped)
+
+    final = max(stopped) + 5
+    r = run_entry("train.py", *args, f"trainer.max_steps={final}", "resume=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(sweep.glob("[0-9]-*")) == points  # the same directories, no new ones
+    for point in points:
+        assert f"resume: continuing {point} from {point / 'checkpoints' / 'last.ckpt'}" in r.stdout
+        status = read_status(point)
+        assert status["status"] == "ok" and status["metrics"]["global_step"] == final
+        assert status["metrics"]["fit_images"] == final * 32  # both slots' steps, counted once
+    assert "starts from step 0" not in r.stdout
+    runs = {}
+    for f in run_files(sweep):
+        runs.setdefault(f.run.run_id, []).append(f)
+    ids = {json.loads((p / "wandb.json").read_text())["id"] for p in points}
+    assert set(runs) == ids and len(ids) == 2  # one W&B run per point across both slots
+    for attempts in runs.values():
+        steps = [s for f in attempts for s in f.steps]
+        assert len(attempts) == 2 and steps == sorted(set(steps)) and steps[-1] == final
 
 
 def test_submitit_local_runs_each_point_as_a_submitit_job_and_the_report_reads_the_sweep(tmp_path):

@@ -55,10 +55,12 @@ def test_resume_continues_step_count_with_optimizer_and_ema(tiny_run, tmp_path):
     steps = [step for step, _ in curve["train"]]
     assert steps == sorted(steps) and steps[0] < 30 < steps[-1]  # the resumed run's curve starts before the resume
     assert (b / "loss_curves.png").is_file()
-    for run in (a, b):  # the fit's clock counts its own 30 steps × 32 images, a resumed one too
-        m = json.loads((run / "status.json").read_text())["metrics"]
-        assert m["fit_seconds"] > 0 and m["fit_images_per_s"] * m["fit_seconds"] == pytest.approx(30 * 32, rel=0.02)
-        assert m["steady_images_per_s"] > 0  # the 10 steps after the first 20
+    first, resumed = (json.loads((run / "status.json").read_text())["metrics"] for run in (a, b))
+    assert first["fit_images"] == 30 * 32 and resumed["fit_images"] == 60 * 32  # the model's training, both attempts
+    assert 0 < first["fit_seconds"] < resumed["fit_seconds"]
+    for m in (first, resumed):
+        assert m["fit_images_per_s"] * m["fit_seconds"] == pytest.approx(m["fit_images"], rel=0.02)
+        assert m["steady_images_per_s"] > 0  # this attempt's steps after its first 20
 
 
 def test_sigkill_mid_epoch_then_resume_finishes_with_the_same_step_count(tmp_path):
