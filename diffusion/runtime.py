@@ -74,6 +74,16 @@ def machine_label(m: dict[str, Any]) -> str:
     return f"{m['cores']}-core {m['cpu']} ({m['cpu_kind']})"
 
 
+def device_line(device: "torch.device", count: int, precision: str) -> str:
+    """What a run trains on, as its one line says: the device, how many, the precision."""
+    if device.type == "cuda":
+        import torch
+
+        return f"{count} × {torch.cuda.get_device_name(device)} (CUDA), precision {precision}"
+    processes = f", {count} processes" if count > 1 else ""
+    return f"CPU ({len(os.sched_getaffinity(0))} cores, {cpu_kind()}){processes}, precision {precision}"
+
+
 def cpu_bf16() -> bool:
     """The CPU rule: bf16 autocast where the CPU has native bf16, unless DIFFUSION_CPU_BF16=1/0 forces it (bf16
     autocast also runs, slowly, on CPUs without it)."""
@@ -159,8 +169,16 @@ def resolve_device(name: str) -> "torch.device":
     return device
 
 
+def steps_unless_epochs(steps: int, max_epochs: int | None) -> int:
+    """The trainer's default max_steps, or -1 (no step limit) where trainer.max_epochs asks for a number of epochs
+    and no max_steps was given: `trainer.max_epochs=20` then trains 20 epochs."""
+    return steps if max_epochs in (None, -1) else -1
+
+
 def register_resolvers() -> None:
-    """`${precision:<accelerator>}` for the trainer configs, `${data_root:}` for the data configs."""
-    for name, fn in (("precision", precision), ("data_root", data_root)):
+    """`${precision:<accelerator>}` and `${steps_unless_epochs:<steps>,<max_epochs>}` for the trainer configs,
+    `${data_root:}` for the data configs."""
+    for name, fn in (("precision", precision), ("steps_unless_epochs", steps_unless_epochs),
+                     ("data_root", data_root)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

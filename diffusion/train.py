@@ -24,7 +24,7 @@ from diffusion.checks import (ConfigError, check_choice, check_guidance, check_i
                               check_steps, is_number)
 from diffusion.distributed import claim_device, is_rank_zero
 from diffusion.module import LOSSES, compile_mode
-from diffusion.runtime import configure_cuda, sampler_options, uses_cuda
+from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume
 from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, run_point, runs_as_own_command,
@@ -230,6 +230,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     plugins = [*(cfg.trainer.get("plugins") or []), SafeCheckpointIO()]  # atomic writes, reads that run no code
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins,
                                      **trainer_overrides)
+    if trainer.is_global_zero:
+        print(f"device: {device_line(trainer.strategy.root_device, trainer.world_size, str(trainer.precision))}")
     if trainer.strategy.root_device.type == "cuda":
         configure_cuda()
     try:

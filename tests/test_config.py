@@ -288,3 +288,15 @@ def test_a_named_evaluation_needs_a_usable_name_and_a_sampler():
         check_evaluation("x", OmegaConf.create({"steps": 5}), 100)
     with pytest.raises(ConfigError, match=r"eval.samplers.x.steps must be an integer between 1 and timesteps \(4\)"):
         check_evaluation("x", ddim, 4)
+
+
+@pytest.mark.parametrize("overrides,steps,epochs", [
+    ([], 2000, -1),                                            # the default: 2,000 optimizer steps
+    (["trainer.max_epochs=20"], -1, 20),                       # epochs asked for, no steps: 20 epochs
+    (["trainer.max_epochs=20", "trainer.max_steps=500"], 500, 20),  # both: whichever comes first (Lightning's rule)
+    (["experiment=mnist_best"], 16_000, -1),
+    (["experiment=seed002"], -1, 10),                          # the notebook's 10 epochs
+])
+def test_trainer_max_epochs_alone_means_epochs(overrides, steps, epochs):
+    cfg = compose_cfg("train", ["run_dir=/tmp/x", *overrides])
+    assert (cfg.trainer.max_steps, cfg.trainer.max_epochs) == (steps, epochs)

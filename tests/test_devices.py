@@ -242,3 +242,34 @@ def test_parallel_jobs_claim_different_devices_and_wait_when_all_are_busy(tmp_pa
         assert waiter.is_alive() and not got  # both busy: it waits for its preferred device
     waiter.join(timeout=30)
     assert got == [1]
+
+
+def test_the_default_trainer_takes_a_visible_gpu_else_the_cpu_and_one_line_says_which(monkeypatch):
+    """Issue 49: no trainer= at all trains on the GPU of a GPU box (Lightning's accelerator=auto); trainer=cpu
+    forces the CPU."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from diffusion.runtime import cpu_kind, device_line
+
+    def trainer(*overrides: str):
+        cfg = compose_cfg("train", ["run_dir=/tmp/unused", *overrides])
+        return instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpu = trainer()
+    assert cpu.strategy.root_device.type == "cpu"
+    line = device_line(cpu.strategy.root_device, cpu.world_size, str(cpu.precision))
+    assert line.startswith("CPU (") and f", {cpu_kind()}), precision {cpu.precision}" in line
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU box, as Lightning and torch see it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    monkeypatch.setattr("lightning.fabric.accelerators.cuda.num_cuda_devices", lambda: 1)
+    with fake_cuda():
+        gpu = trainer()
+        assert gpu.strategy.root_device == CUDA and str(gpu.precision) == "bf16-mixed"
+        assert device_line(gpu.strategy.root_device, gpu.world_size, str(gpu.precision)) == \
+            "1 × NVIDIA H100 80GB HBM3 (CUDA), precision bf16-mixed"
+        assert trainer("trainer=cpu").strategy.root_device.type == "cpu"
