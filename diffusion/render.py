@@ -124,7 +124,7 @@ def paper_table(doc: Path) -> str:
         m = read_metrics(folder / "metrics.json")
         if m["data"] != "mnist":
             continue
-        for label, r in ((f"`pretrained/{name}`", m), (f"`pretrained/{name}`, default sampler",
+        for label, r in ((f"`pretrained/{name}`", m), (f"`pretrained/{name}`, another sampler",
                                                         m.get("default_sampler_10k"))):
             if r:
                 rows.append([label, f"{units(m):g}", sampler_label(r), f"{m['guidance']:g}",

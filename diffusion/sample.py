@@ -17,7 +17,7 @@ from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interacti
                             save_npz, save_pngs)
 from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root, resolve_device
-from diffusion.samplers import sampler_name
+from diffusion.samplers import describe_sampler, sampler_name
 
 
 def default_model(roots: tuple[str, ...] = RUN_ROOTS, raw: bool = False) -> tuple[Path, str]:
@@ -48,13 +48,13 @@ def model_path(cfg: DictConfig) -> Path:
     return path
 
 
-def pick_sampler(cfg: DictConfig, module: DiffusionModule, path: Path) -> str:
+def pick_sampler(cfg: DictConfig, module: DiffusionModule) -> str:
     """Set cfg.sampler to what this call samples with and return the line that says which: a named one
     (`sampler=NAME`), or `sampler=own` (the default): the model's own (checkpoint.own_sampler) with the keys set on
     the command line (sampler.steps=20, …) on top."""
     if cfg.sampler.get("_target_"):
         return f"sampler: {describe_sampler(cfg.sampler)}"
-    own = own_sampler(path, module)
+    own = own_sampler(module)
     for key, value in cfg.sampler.items():
         if key == "_target_" or value is None:
             continue
@@ -64,14 +64,6 @@ def pick_sampler(cfg: DictConfig, module: DiffusionModule, path: Path) -> str:
         own[key] = value
     cfg.sampler = own
     return f"sampler: {describe_sampler(own)} (the model's own; sampler=NAME for another)"
-
-
-def describe_sampler(sampler: DictConfig) -> str:
-    """A sampler config in words: 'ddpm, all T steps, sigma=posterior'."""
-    steps = sampler.get("steps")
-    options = [f"{k}={v}" for k, v in sampler.items()
-               if k not in ("_target_", "_partial_", "steps") and v not in (None, "none")]
-    return ", ".join([sampler_name(sampler._target_), "all T steps" if steps is None else f"{steps} steps", *options])
 
 
 def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
@@ -160,7 +152,7 @@ def run(cfg: DictConfig) -> list[Path]:
     device = resolve_device(cfg.device)
     path = model_path(cfg)
     module = load_module(path, cfg.weights, device)
-    print(pick_sampler(cfg, module, path))
+    print(pick_sampler(cfg, module))
     check_options(cfg, module)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ Every sample draws its noise from its own generator, so image i depends only on 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -292,3 +293,12 @@ def sampler_name(target: str) -> str:
     """A sampler config's `_target_` as its registered name: 'diffusion.samplers.ddim_sample' -> 'ddim'."""
     found = [name for name, fn in SAMPLERS.items() if f"{fn.__module__}.{fn.__name__}" == target]
     return found[0] if found else target.rsplit(".", 1)[-1].removesuffix("_sample")
+
+
+def describe_sampler(sampler: Mapping[str, Any]) -> str:
+    """A sampler config in words: 'ddpm, all T steps, sigma=posterior'."""
+    steps = sampler.get("steps")
+    options = [f"{k}={v}" for k, v in sampler.items()
+               if k not in ("_target_", "_partial_", "steps") and v not in (None, "none")]
+    return ", ".join([sampler_name(sampler["_target_"]), "all T steps" if steps is None else f"{steps} steps",
+                      *options])
