@@ -93,3 +93,37 @@ def test_demo_lists_own_runs_first_then_the_shipped_models(tmp_path):
     run.mkdir(parents=True)
     (run / "last.ckpt").write_bytes(b"listed, not loaded")
     assert list_models(None, roots=(str(tmp_path / "outputs"),)) == [str(run / "last.ckpt"), *shipped_entries()]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_each_shipped_model_samples_by_default_with_the_sampler_and_guidance_of_its_headline(name):
+    """The README's figure is what `python sample.py pretrained=<name> mode=bulk … evaluate=true` measures: the file
+    names the sampler (and ω) its metrics.json was made with."""
+    from diffusion.checkpoint import own_sampler
+    from diffusion.samplers import sampler_name
+
+    m = json.loads((SHIPPED[name].parent / "metrics.json").read_text())
+    module = load_module(SHIPPED[name])
+    own = own_sampler(module)
+    assert (sampler_name(own._target_), own.steps, module.hparams.guidance) == (m["sampler"], m["sampler_steps"],
+                                                                                m["guidance"])
+    for key, value in (m.get("sampler_options") or {}).items():
+        assert own.get(key) == value, key
+
+
+def test_export_writes_the_sampler_a_model_is_sampled_with(tiny_ckpt, tmp_path):
+    from conftest import run_main
+    from diffusion.checkpoint import own_sampler
+
+    out = tmp_path / "model.safetensors"
+    r = run_main("diffusion.export", f"ckpt_path={tiny_ckpt}", f"out={out}", "sampler=dpm_solver",
+                 "sampler.order=2", "sampler.steps=7")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "sampler dpm_solver, 7 steps, order=2" in r.stdout
+    own = own_sampler(load_module(out))
+    assert own._target_.endswith("dpm_solver_sample") and (own.steps, own.order) == (7, 2)
+    r = run_main("diffusion.export", f"ckpt_path={tiny_ckpt}", f"out={out}", "sampler=ddim", "sampler.steps=500")
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "error: sampler.steps must be an integer between 1 and the model's T (100), got 500"]
+    r = run_main("sample.py", f"ckpt_path={out}", "n_per_class=1", f"hydra.run.dir={tmp_path / 'grid'}")
+    assert r.returncode == 0 and "sampler: dpm_solver, 7 steps, order=2 (the model's own" in r.stdout
