@@ -1,7 +1,8 @@
-"""Weights & Biases, the way the ablation tables read: one W&B run per run directory across resumes, named after
-its sweep point and grouped by its sweep, the config flat with the ablation's keys on top, the evaluation as
-tables and plots, the model as an artifact (docs/sweeps.md, "Weights & Biases"). Never prompts or hangs without an
-account: offline unless logged in, and it says which.
+"""Weights & Biases, the way the ablation tables read: one W&B run per run directory across resumes (or the run a
+`wandb agent` started), named after its sweep point, grouped by its sweep and tagged with its swept values, the
+resolved config nested as W&B's Hydra integration logs it with each config group's choice on top, every key
+sortable in W&B's tables, the evaluation as tables and plots, the model as an artifact (docs/sweeps.md, "Weights &
+Biases"). Never prompts or hangs without an account: offline unless logged in, and it says which.
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from diffusion.files import atomic_write
-from diffusion.records import headline_keys, result_rows, value
+from diffusion.records import headline_keys, key_segment, result_rows, value
 from diffusion.runs import WANDB_IDENTITY
 
 DEFAULT_HOST = "https://api.wandb.ai"
-FLAT = "/"  # the flattened config's separator: `optim/lr`, `trainer/max_steps`
-# Top-level config keys a W&B table groups and filters an ablation by, beside each config group's chosen option
-# (`schedule: linear`, `model: seed003`, `experiment: ablation_schedule`): where they live in the config.
-READABLE = {"lr": "optim.lr", "batch_size": "data.batch_size", "max_steps": "trainer.max_steps"}
+AGENT_RUN_ENV = "WANDB_RUN_ID"  # set by `wandb agent` for the run it starts: that run is used, not wandb.json's
 
 
 def wandb_base_url() -> str:
@@ -45,8 +44,15 @@ def wandb_logged_in() -> bool:
 
 
 def wandb_mode() -> str:
-    """WANDB_MODE if set, else online when logged in and offline otherwise."""
-    return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    """WANDB_MODE if set, else online when logged in and offline otherwise ("dryrun", W&B's old word, is offline)."""
+    mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    return "offline" if mode == "dryrun" else mode
+
+
+def wandb_key(key: str) -> str:
+    """A logged key that W&B's tables can sort and filter by: each /-separated segment letters, digits and _
+    ("lr-AdamW" -> "lr_AdamW"); keys W&B keeps for itself (`_step`, `_runtime`) pass unchanged."""
+    return key if key.startswith("_") else "/".join(key_segment(part) for part in key.split("/"))
 
 
 def hydra_choices() -> dict[str, str]:
@@ -78,47 +84,31 @@ def swept_keys(sweep: str | Path) -> set[str]:
 
 
 def sweep_identity(default_name: str | None = None) -> dict[str, Any]:
-    """Name, group and tags of this run. In a sweep: group `<experiment or data>/<sweep dir>`, name the point's own
-    values of the swept keys (`schedule=linear,timesteps=1000`), tags every override; else `default_name`."""
+    """Name, group and tags of this run. In a sweep: group `<experiment or data>/<sweep dir>`, name and tags the
+    point's own values of the swept keys (`schedule=linear,timesteps=1000`); else `default_name`, no tags."""
     from hydra.core.hydra_config import HydraConfig
 
     from diffusion.sweeps import sweep_dir
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    overrides = [o for o in overrides if not o.lstrip("~+").startswith(("hydra", "logger", "resume"))]
     sweep = sweep_dir()
-    if sweep is None:
-        return {"name": default_name, "tags": overrides}
+    if sweep is None or not HydraConfig.initialized():
+        return {"name": default_name, "tags": []}
     choices = hydra_choices()
     swept = swept_keys(sweep)
-    own = [o for o in overrides if o.split("=", 1)[0].lstrip("~+") in swept]
+    own = [o for o in HydraConfig.get().overrides.task if o.split("=", 1)[0].lstrip("~+") in swept]
     return {"group": f"{choices.get('experiment') or choices.get('data') or 'sweep'}/{Path(sweep).name}",
-            "name": ",".join(own or overrides) or default_name, "tags": overrides}
+            "name": ",".join(own) or default_name, "tags": own}
 
 
-def flat_config(params: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A resolved config as W&B's table reads it: each config group's chosen option and the ablation's keys at the
-    top (`schedule: linear`, `timesteps`, `guidance`, `loss`, `lr`, `batch_size`, `seed`), then every leaf of the
-    config under its path (`optim/lr`, `schedule/kind`)."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                walk(f"{prefix}{FLAT}{k}" if prefix else str(k), v)
-        else:
-            flat[prefix] = list(node) if isinstance(node, (list, tuple)) else node
-
-    walk("", {k: v for k, v in params.items() if k != "hydra"})
-    top = {k: v for k, v in flat.items() if FLAT not in k}
-    paths = {key: path.replace(".", FLAT) for key, path in READABLE.items()}
-    readable = {key: flat[path] for key, path in paths.items() if path in flat}
-    return {**dict(choices or {}), **readable, **top, **{k: v for k, v in flat.items() if FLAT in k}}
+def wandb_config(params: Mapping[str, Any], choices: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A resolved config as W&B shows it: nested as the YAML is (`optim.lr`, `schedule.kind`), as W&B's Hydra
+    integration logs it, with each config group's chosen option on top (`choices.schedule: linear`)."""
+    return {"choices": dict(choices or {}), **{k: v for k, v in params.items() if k != "hydra"}}
 
 
 class Identity:
     """The W&B run of a run directory, kept in its wandb.json: the id every resume logs into again, the name and
-    group it was given, and its model artifact."""
+    group it was given, its model artifact and the last step it logged (where a resumed attempt carries on)."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / WANDB_IDENTITY
@@ -152,26 +142,35 @@ class RunLogger(WandbLogger):
         self.identity = identity
         self._floor: int | None = None
         self._told = False
+        self._defined = False
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        run = super().experiment
+        if not self._defined:  # the run summary keeps the best validation loss, not the last
+            run.define_metric("val/loss", summary="min")
+            self._defined = True
+        return run
 
     @property
     def floor(self) -> int:
-        """The first step this attempt logs: after every step the run already has in W&B."""
+        """The first step this attempt logs: after every step the run already has in W&B (online: W&B's resumed step;
+        either way: the last step recorded in wandb.json)."""
         if self._floor is None:
-            from diffusion.wandb_files import last_step
-
-            run = self.experiment
-            written = last_step(self.save_dir, run.id) if run.offline else None
-            self._floor = max(0 if run.offline else run.step, -1 if written is None else written + 1)
+            run, written = self.experiment, self.identity.get("last_step")
+            self._floor = max(0 if run.offline else run.step, written + 1 if isinstance(written, int) else 0)
         return self._floor
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
-        self.experiment.config.update(flat_config(dict(params), hydra_choices()), allow_val_change=True)
+        self.experiment.config.update(wandb_config(dict(params), hydra_choices()), allow_val_change=True)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        metrics = {wandb_key(k): v for k, v in metrics.items()}
         if step is None:
-            self.experiment.log(dict(metrics))
+            self.experiment.log(metrics)
             return
         if step < self.floor:  # re-done steps of a resumed run
             if not self._told:
@@ -179,7 +178,13 @@ class RunLogger(WandbLogger):
                       "this attempt logs the steps after them")
                 self._told = True
             return
-        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
+        self._log({**metrics, "trainer/global_step": step}, step)
+
+    def _log(self, data: Mapping[str, Any], step: int) -> None:
+        """Log at `step` and record it as the run's last step in wandb.json."""
+        self.experiment.log(dict(data), step=step)
+        if step != self.identity.get("last_step"):
+            self.identity.update(last_step=step)
 
     def final_step(self, step: int) -> int:
         """The step the end-of-run records go to: the run's last, or the first this attempt may log."""
@@ -208,11 +213,11 @@ class RunLogger(WandbLogger):
             if confusion is not None:
                 pairs = [(c, p) for c, row in enumerate(confusion) for p, n in enumerate(row) for _ in range(n)]
                 truth, preds = (list(v) for v in zip(*pairs))
-                key = "eval/confusion" if name is None else f"eval/{name}/confusion"
+                key = "eval/confusion" if name is None else f"eval/{key_segment(name)}/confusion"
                 data[key] = wandb.plot.confusion_matrix(y_true=truth, preds=preds, class_names=list(class_names),
                                                         title=f"classifier on samples at ω = {w}"
                                                               + (f" ({name})" if name else ""))
-        self.experiment.log(data, step=self.final_step(step))
+        self._log(data, self.final_step(step))
         m = primary[w]
         self.experiment.summary.update({**{k: v for k in headline_keys() if (v := value(m, k)) is not None},
                                         "evaluation": primary_name or "", "eval_guidance": w,
@@ -236,21 +241,26 @@ class RunLogger(WandbLogger):
 
 def wandb_logger(project: str, save_dir: str, name: str | None = None, default_name: str | None = None,
                  group: str | None = None, job_type: str = "train", tags: Sequence[str] = (),
-                 log_model: bool = False, **kwargs: Any) -> RunLogger:
-    """The run directory's W&B run (`wandb_mode()`), named and grouped after its sweep point unless `name` /
-    `group` are set; prints where it goes. Offline runs are uploaded later with `wandb sync`."""
+                 entity: str | None = None, save_code: bool = True, log_model: bool = False,
+                 **kwargs: Any) -> RunLogger:
+    """The run directory's W&B run (`wandb_mode()`), named, grouped and tagged after its sweep point unless `name` /
+    `group` are set; the run a `wandb agent` started (WANDB_RUN_ID) where there is one; prints where it goes.
+    Offline runs are uploaded later with `wandb sync`."""
     from diffusion.distributed import is_rank_zero
 
     identity = Identity(save_dir)
     found = sweep_identity(default_name)
     name, group = name or found.get("name"), group or found.get("group")
-    tags = [*tags, *found.get("tags", [])]
+    tags = list(dict.fromkeys([*tags, *found["tags"]]))
     mode = wandb_mode()
     os.environ["WANDB_MODE"] = mode  # also governs runs started by child processes (DDP ranks)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     if is_rank_zero():
-        again = " (continues its W&B run)" if identity.exists else ""
-        if not identity.exists:  # W&B run ids: letters and digits
+        agent = os.environ.get(AGENT_RUN_ENV)
+        again = " (continues its W&B run)" if identity.exists and agent in (None, identity.get("id")) else ""
+        if agent and agent != identity.get("id"):  # W&B's sweep agent chose the run: this directory logs into it
+            identity.update(id=agent, name=name, group=group, job_type=job_type, project=project, last_step=None)
+        elif not identity.exists:  # W&B run ids: letters and digits
             identity.update(id=uuid.uuid4().hex[:12], name=name, group=group, job_type=job_type,
                             project=project)
         where = (f"offline, files in {Path(save_dir) / 'wandb'}; upload with `wandb sync "
@@ -259,4 +269,4 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None, default_n
         print(f"W&B: run {name} ({identity.get('id')}){again}, {where}")
     return RunLogger(identity=identity, project=project, save_dir=save_dir, name=name, group=group,
                      job_type=job_type, tags=[t[:64] for t in tags],  # W&B refuses longer tags
-                     log_model=log_model, offline=mode == "offline", **kwargs)
+                     entity=entity, save_code=save_code, log_model=log_model, offline=mode == "offline", **kwargs)

@@ -9,6 +9,7 @@ model (`<key>_mean` / `<key>_std` over the seeds, each seed's metrics under `see
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +96,25 @@ def summarize_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def logger_scalars(m: dict[str, Any], suffix: str = "", evaluation: str | None = None) -> dict[str, float]:
-    """The headline numbers as logger scalars: eval/<key><suffix>, or eval/<evaluation>/<key><suffix>."""
-    prefix = "eval/" if evaluation is None else f"eval/{evaluation}/"
-    return {f"{prefix}{key}{suffix}": v for key in headline_keys() if (v := value(m, key)) is not None}
+def key_segment(name: str) -> str:
+    """A name as one segment of a metric key that W&B can sort and filter by: letters, digits and _, not starting
+    with a digit ("ddim-50" -> "ddim_50")."""
+    segment = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return segment if re.match(r"[A-Za-z_]", segment) else f"_{segment}"
+
+
+def guidance_segment(guidance: float) -> str:
+    """ω as a key segment: 0.2 -> w0_2, 1 -> w1, -1 -> wm1 (unconditional)."""
+    return "w" + f"{guidance:g}".replace("-", "m").replace(".", "_")
+
+
+def logger_scalars(m: dict[str, Any], evaluation: str | None = None,
+                   guidance: float | None = None) -> dict[str, float]:
+    """The headline numbers as logger scalars: eval/<key>, or with a named evaluation and/or an ω of several
+    eval/<evaluation>/w<ω>/<key> (e.g. eval/fast/w0_2/fid), every key valid for W&B's tables."""
+    parts = ["eval", *([key_segment(evaluation)] if evaluation else []),
+             *([guidance_segment(guidance)] if guidance is not None else [])]
+    return {"/".join([*parts, key]): v for key in headline_keys() if (v := value(m, key)) is not None}
 
 
 def result_rows(results: dict[str | None, dict[float, dict[str, Any]]]) -> tuple[list[str], list[list[Any]]]:

@@ -181,7 +181,7 @@ def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from diffusion.loggers import Identity, flat_config, hydra_choices
+    from diffusion.loggers import Identity, hydra_choices, wandb_config
     from diffusion.records import read_metrics
     from diffusion.runs import run_dir_of
 
@@ -194,8 +194,9 @@ def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out
     params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
               for k, v in cfg.items() if k != "logger"}
     made = {k: m.get(k) for k in ("data", "schedule", "timesteps", "guidance", "sampler", "sampler_steps", "step")}
-    logger.experiment.config.update({**flat_config(params, hydra_choices()), **made, "model": str(path),
-                                     "model_artifact": artifact}, allow_val_change=True)
+    logger.experiment.config.update({**wandb_config(params, hydra_choices()),
+                                     "model": {**made, "file": str(path), "artifact": artifact}},
+                                    allow_val_change=True)
     try:
         if artifact and not logger.experiment.offline:
             logger.experiment.use_artifact(artifact)

@@ -374,7 +374,7 @@ def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer,
                                    step=getattr(module, "checkpoint_step", None) or trainer.global_step,
                                    root=cfg.data.root, evaluation=name)
         scalars.update({k: v for w, m in results.items()
-                        for k, v in logger_scalars(m, f"@guidance={w}" if sweep or name else "", name).items()})
+                        for k, v in logger_scalars(m, name, w if sweep or name else None).items()})
         by_name[name] = results
     for logger in trainer.loggers:
         if isinstance(logger, RunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)

@@ -110,19 +110,18 @@ def test_wandb_is_online_only_when_logged_in_to_its_server(tmp_path, monkeypatch
     assert wandb_mode() == "disabled"
 
 
-def test_the_wandb_config_is_flat_with_the_ablation_keys_on_top(tmp_path):
+def test_the_wandb_config_is_the_nested_config_with_each_groups_choice_on_top(tmp_path):
     from omegaconf import OmegaConf
 
-    from diffusion.loggers import flat_config
+    from diffusion.loggers import wandb_config
 
     cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule", "schedule=cosine"])
-    flat = flat_config(OmegaConf.to_container(cfg, resolve=True), {"schedule": "cosine", "model": "seed003"})
-    assert {k: flat[k] for k in ("schedule", "model", "timesteps", "guidance", "loss", "prediction", "lr",
-                                 "batch_size", "seed", "max_steps")} == {
-        "schedule": "cosine", "model": "seed003", "timesteps": 1000, "guidance": 0.2, "loss": "l1",
-        "prediction": "eps", "lr": 1.0e-3, "batch_size": 32, "seed": 42, "max_steps": 100000}
-    assert flat["schedule/kind"] == "cosine" and flat["optim/lr"] == 1.0e-3
-    assert not any(isinstance(v, dict) for v in flat.values()) and "hydra" not in flat
+    config = wandb_config(OmegaConf.to_container(cfg, resolve=True), {"schedule": "cosine", "model": "seed003"})
+    assert config["choices"] == {"schedule": "cosine", "model": "seed003"}
+    assert config["schedule"]["kind"] == "cosine" and config["optim"]["lr"] == 1.0e-3  # as W&B's Hydra integration
+    assert (config["timesteps"], config["guidance"], config["loss"], config["data"]["batch_size"]) == (1000, 0.2, "l1",
+                                                                                                        32)
+    assert "hydra" not in config
 
 
 def docs_section(page: str, title: str) -> str:

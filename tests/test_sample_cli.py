@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_entry, run_main
-from diffusion.wandb_files import run_files
+from wandb_files import run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -238,6 +238,7 @@ def test_an_evaluation_of_the_shipped_model_is_a_wandb_eval_run_with_its_metrics
     for key in ("fid", "is", "class_accuracy"):
         assert run.summary[key] == pytest.approx(metrics[key])
     assert run.summary["eval_samples"] == 200 and run.summary["eval/results/nrows"] == 1
-    assert run.config["schedule"] == metrics["schedule"] and run.config["guidance"] == metrics["guidance"]
+    assert run.config["model"]["schedule"] == metrics["schedule"] and run.config["model"]["guidance"] == \
+        metrics["guidance"]
     assert run.steps == [metrics["step"]]  # on the training run's step axis
     assert any("evalconfusion_table" in a.name for a in run.artifacts)

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import compose_cfg
+from wandb_files import WANDB_KEY
 from diffusion import records, report
 from diffusion.checkpoint import load_module
 from diffusion.generate import balanced_labels, generate
@@ -51,7 +52,7 @@ def test_a_new_headline_metric_is_one_key(monkeypatch):
             for f, p in ((1.0, 0.5), (3.0, 0.7))]
     summary = summarize_seeds(runs)
     assert summary["precision_mean"] == pytest.approx(0.6) and "precision 0.6 ± 0.14" in summary["summary"]
-    assert logger_scalars(runs[0], "@guidance=1")["eval/precision@guidance=1"] == 0.5
+    assert logger_scalars(runs[0], guidance=1)["eval/w1/precision"] == 0.5
     assert "precision" in report.columns() and report._row("run", summary)["precision"] == "0.6 ± 0.14"
 
 
@@ -61,3 +62,14 @@ def test_one_and_several_seeds_read_alike():
     assert records.value(one, "fid") == records.value(several, "fid") == 4.0
     assert records.spread(one, "fid") is None and records.spread(several, "fid") == pytest.approx(2 ** 0.5)
     assert records.shown(one, "fid", fixed=2) == "4.00" and records.shown(several, "fid", fixed=2) == "4.00 ± 1.41"
+
+
+def test_logger_keys_are_valid_wandb_keys_for_any_evaluation_name_and_guidance():
+    m = {"fid": 3.0, "is": 9.0, "class_accuracy": 0.9, "fid_inception": 12.0}
+    assert logger_scalars(m) == {"eval/fid": 3.0, "eval/fid_inception": 12.0, "eval/is": 9.0,
+                                 "eval/class_accuracy": 0.9}
+    assert set(logger_scalars(m, "fast", 0.2)) == {"eval/fast/w0_2/fid", "eval/fast/w0_2/fid_inception",
+                                                   "eval/fast/w0_2/is", "eval/fast/w0_2/class_accuracy"}
+    for name, w in (("ddim-50", -1), ("2m.20", 0.25), ("paper", 0), (None, 7.5)):
+        for key in logger_scalars(m, name, w):
+            assert WANDB_KEY.fullmatch(key), key

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import DATA, ROOT, WANDB_ENV, free_port, run_entry, run_main
 from diffusion.report import PAPER_IS, collect
-from diffusion.wandb_files import run_files
+from wandb_files import WANDB_KEY, keys_of, run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -73,7 +73,7 @@ def test_a_failing_run_is_reported_and_the_others_keep_their_results_in_one_wand
     runs = run_files(sweep)  # W&B: the ok runs in one group named after the sweep, each named after its point
     assert {(f.run.run_group, f.run.display_name) for f in runs} == {("mnist/sweep-xyz", "timesteps=100"),
                                                                      ("mnist/sweep-xyz", "timesteps=200")}
-    assert all("debug=ablation" in f.run.tags and f.config["timesteps"] in (100, 200) for f in runs)
+    assert all(f.run.tags == [f"timesteps={f.config['timesteps']}"] for f in runs)  # the swept values only
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
@@ -193,9 +193,12 @@ def check_wandb_of_the_sweep(sweep, resumed, output):
         point = ids[run_id]
         for f in attempts:
             assert (f.run.run_group, f.run.job_type) == ("ablation_schedule/sweep", "train")
-            assert f.config["schedule"] in ("linear", "cosine") and f.config["experiment"] == "ablation_schedule"
-            assert f"schedule={f.config['schedule']}" in point.name and f"timesteps={f.config['timesteps']}" in point.name
-            assert f.config["batch_size"] == 32 and f.config["loss"] == "l1" and f.config["model"] == "mini"  # debug=ablation
+            choices = f.config["choices"]
+            assert choices["schedule"] in ("linear", "cosine") and choices["experiment"] == "ablation_schedule"
+            assert f"schedule={choices['schedule']}" in point.name and f"timesteps={f.config['timesteps']}" in point.name
+            assert f.config["data"]["batch_size"] == 32 and f.config["loss"] == "l1" and choices["model"] == "mini"
+            assert sorted(f.run.tags) == sorted(point.name.split("-", 1)[1].split(","))  # its swept values
+            assert all(WANDB_KEY.fullmatch(k) for k in keys_of(f)), sorted(keys_of(f))
         names.add(attempts[0].run.display_name)
         final = attempts[-1]
         for key in ("fid", "is", "class_accuracy", "fit_images_per_s", "fit_seconds"):
@@ -210,7 +213,7 @@ def check_wandb_of_the_sweep(sweep, resumed, output):
         weights = base64.b64encode(hashlib.md5((point / "model.safetensors").read_bytes()).digest()).decode()
         assert digests["model.safetensors"] == weights and "eval/fast/guidance=0.5/metrics.json" in digests
         assert not any(p.endswith(".ckpt") for p in digests) and "latest" in model.aliases
-        assert json.loads(model.metadata)["eval/paper/fid@guidance=0.2"] == final.summary["eval/paper/fid@guidance=0.2"]
+        assert json.loads(model.metadata)["eval/paper/w0_2/fid"] == final.summary["eval/paper/w0_2/fid"]
     assert names == {"schedule=linear,timesteps=1000", "schedule=linear,timesteps=4000",
                      "schedule=cosine,timesteps=1000", "schedule=cosine,timesteps=4000"}
 
@@ -250,6 +253,8 @@ def test_a_time_boxed_slot_then_resume_true_without_it_continues_every_point_in_
         assert status["status"] == "ok" and status["metrics"]["global_step"] == final
         assert status["metrics"]["fit_images"] == final * 32  # both slots' steps, counted once
     assert "starts from step 0" not in r.stdout
+    modes = [line.split("), ", 1)[1].split(",")[0] for line in r.stdout.splitlines() if line.startswith("W&B: run ")]
+    assert modes == ["offline"] * 2  # one mode line, the same for every point (not "dryrun" after the first)
     runs = {}
     for f in run_files(sweep):
         runs.setdefault(f.run.run_id, []).append(f)

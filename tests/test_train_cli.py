@@ -16,7 +16,7 @@ from conftest import DATA, ROOT, TINY_RUN, run_entry, run_main
 from diffusion.checkpoint import load_module
 from diffusion.module import NonFiniteLossError
 from diffusion.train import train
-from diffusion.wandb_files import run_files
+from wandb_files import WANDB_KEY, keys_of, run_files
 
 pytestmark = pytest.mark.slow  # end-to-end through the real entry points: `make test`, not `make test-fast`
 
@@ -133,7 +133,8 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
         in r.stdout
     (run,) = run_files(run_dir)
     assert run.run.display_name == "mnist-linear-T1000-w0.5" and run.run.job_type == "train"
-    assert run.config["schedule"] == "linear" and run.config["schedule/kind"] == "linear"
+    assert run.config["choices"]["schedule"] == "linear" and run.config["schedule"]["kind"] == "linear"  # nested
+    assert run.run.tags == [] and all(WANDB_KEY.fullmatch(k) for k in keys_of(run)), sorted(keys_of(run))
     assert run.summary["samples/captions"] == ["zero", "one", "two", "three", "four", "five", "six", "seven",
                                                "eight", "nine"]  # the sample grid, one captioned row per class
     assert isinstance(run.summary["fid"], float) and run.summary["global_step"] == 20
@@ -310,3 +311,24 @@ def test_seed_presets_shortened_as_a_user_would_train_and_sample_their_own_way(t
     for num, preset in enumerate(SEEDS):
         images = np.load(out / str(num) / "samples.npz")["images"]
         assert images.shape == ((2, 32, 32) if preset == "seed000" else (2, 28, 28)), preset
+
+
+def test_a_wandb_agents_run_is_the_one_train_py_logs_into(tmp_path):
+    """What `wandb agent` runs for sweeps/wandb_ablation_schedule.yaml: its command, with the point as Hydra overrides
+    and the agent's run id in WANDB_RUN_ID (offline here; tiny overrides appended)."""
+    import yaml
+
+    sweep = yaml.safe_load((ROOT / "sweeps" / "wandb_ablation_schedule.yaml").read_text())
+    point = {"schedule": "cosine", "timesteps": 100}
+    assert set(point) == set(sweep["parameters"]) and sweep["metric"]["name"] == "eval/fast/w0_2/fid"
+    args = {"${env}": [], "${interpreter}": [], "${program}": [],
+            "${args_no_hyphens}": [f"{k}={v}" for k, v in point.items()]}
+    command = [a for part in sweep["command"] for a in args.get(part, [part])]
+    assert sweep["program"] == "train.py" and command[:2] == ["experiment=ablation_schedule", "logger=wandb"]
+    r = run_main("train.py", *command, "debug=ablation", "trainer.max_steps=10", "eval.num_samples=20",
+                 "callbacks.progress=null", f"hydra.run.dir={tmp_path}", env={"WANDB_RUN_ID": "agentrun0001"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = run_files(tmp_path)
+    assert run.run.run_id == "agentrun0001" and json.loads((tmp_path / "wandb.json").read_text())["id"] == "agentrun0001"
+    assert run.config["choices"]["schedule"] == "cosine" and run.config["timesteps"] == 100
+    assert isinstance(run.summary["eval/fast/w0_2/fid"], float)  # the sweep's metric, as W&B reads it

@@ -1,6 +1,5 @@
-"""W&B's offline run files read back: the records of a `run-<id>.wandb` file as wandb's own protobuf messages. A
-resumed offline run continues after the last step its earlier attempts wrote (diffusion.loggers); the tests read
-what a run logged.
+"""W&B's offline run files read back for the tests: the records of a `run-<id>.wandb` file as wandb's own protobuf
+messages, so a test sees exactly what a run logged (history, summary, config, artifacts).
 
 Hand-written because wandb 0.31 ships no reader in Python any more (its Go core reads them): the file is the
 LevelDB log format (a 7-byte header, then 32 KiB blocks of records: 4-byte checksum, 2-byte length, 1-byte type:
@@ -10,6 +9,7 @@ full / first / middle / last piece), each record a serialized `wandb_internal.Re
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +94,10 @@ def run_files(root: str | Path, run_id: str = "*") -> list[RunFile]:
                                             key=lambda p: p.parent.name)]
 
 
-def last_step(save_dir: str | Path, run_id: str) -> int | None:
-    """The last history step the offline attempts of a run wrote under save_dir, None if none did."""
-    steps = [s for f in run_files(save_dir, run_id) for s in f.steps]
-    return max(steps) if steps else None
+# What W&B's runs table can sort and filter by (issue 49); W&B's own keys start with "_"
+WANDB_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def keys_of(run: RunFile) -> set[str]:
+    """Every history and summary key a run file holds, W&B's own (`_step`, `_runtime`, …) aside."""
+    return {k for row in [*run.history, run.summary] for k in row if not k.startswith("_")}
