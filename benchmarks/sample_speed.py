@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 import diffusion  # noqa: F401
 from diffusion.checkpoint import load_module, shown
 from diffusion.generate import balanced_labels, generate
-from diffusion.runtime import config_option, config_options, sampler_options
+from diffusion.runtime import config_option, sampler_options
 from diffusion.sample import default_model
 from diffusion.scoring import score_images
 

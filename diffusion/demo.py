@@ -39,7 +39,7 @@ from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
 from diffusion.records import read_metrics, value
 from diffusion.runs import run_dir_of
-from diffusion.runtime import config_option, config_options, resolve_device, sampler_options
+from diffusion.runtime import config_option, resolve_device, sampler_options
 from diffusion.samplers import sampler_name
 
 OWN_SAMPLER = "model's own"  # preselected: the model's own sampler (checkpoint.own_sampler), as sample.py

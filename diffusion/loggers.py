@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from diffusion.files import atomic_write
 from diffusion.records import headline_keys, key_segment, result_rows, value
-from diffusion.runs import WANDB_IDENTITY
+from diffusion.runs import WANDB_IDENTITY, WEIGHTS
 
 DEFAULT_HOST = "https://api.wandb.ai"
 AGENT_RUN_ENV = "WANDB_RUN_ID"  # set by `wandb agent` for the run it starts: that run is used, not wandb.json's
@@ -270,3 +270,27 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None, default_n
     return RunLogger(identity=identity, project=project, save_dir=save_dir, name=name, group=group,
                      job_type=job_type, tags=[t[:64] for t in tags],  # W&B refuses longer tags
                      entity=entity, save_code=save_code, log_model=log_model, offline=mode == "offline", **kwargs)
+
+
+def record_to_wandb(trainer: Any, run_dir: Path, metrics: dict[str, Any], best: bool) -> None:
+    """W&B (rank 0): the fit's time, images/s and step in the run summary, and the model artifact: the exported
+    weights with their config and metrics.json files, the run's scalars as its metadata (alias best: `best`)."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, RunLogger):
+            continue
+        logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
+        files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
+        logger.log_model_artifact(run_dir, [f for f in files if f.is_file()],
+                                  {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
+
+
+FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "validation_seconds", "grid_seconds",
+               "eval_seconds", "global_step", "world_size")
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close W&B runs: the next job of a multirun (same process) must start its own run, not reuse this one."""
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()

@@ -9,22 +9,24 @@ numbers never depend on the world size; images stay in memory and reach disk onl
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from diffusion.checks import PUBLISHED, check_inception
+from diffusion.checks import PUBLISHED, ConfigError, check_inception, check_steps
 from diffusion.clip_eval import PROMPTS
 from diffusion.distributed import gather_shares
 from diffusion.evaluation import evaluate, run_metadata
 from diffusion.generate import balanced_labels, generate
 from diffusion.published import paper_scores
-from diffusion.records import format_table, summarize_seeds, write_metrics
-from diffusion.runtime import data_root
+from diffusion.records import format_table, logger_scalars, summarize_seeds, write_metrics
+from diffusion.runtime import data_root, sampler_options
 
 
 @dataclass(frozen=True)
@@ -139,3 +141,79 @@ def score_and_record(module: Any, images: Tensor, labels: Tensor, settings: Eval
     print(f"ω = {guidance}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
     print(write_metrics(m, where / "metrics.json"))
     return m
+
+
+# The end-of-run evaluation of train.py: what it samples with (named evaluations), checked before training
+
+def named_evaluations(cfg: DictConfig) -> dict[str, DictConfig]:
+    """eval.samplers: {name: sampler config}, each an evaluation of its own (eval.samplers.<name>=null drops one);
+    empty: the run's own sampler."""
+    samplers = cfg.eval.get("samplers")
+    if samplers is None:
+        return {}
+    if not OmegaConf.is_dict(samplers):
+        raise ConfigError(f"eval.samplers must map names to samplers, e.g. +sampler@eval.samplers.fast=dpm_solver; "
+                          f"got {samplers!r}")
+    return {name: sampler for name, sampler in samplers.items() if sampler is not None}  # null: dropped
+
+
+def evaluation_samplers(cfg: DictConfig) -> dict[str | None, DictConfig]:
+    """What the end-of-run evaluation samples with: each named evaluation, else the run's sampler (name None), with
+    at most eval.max_sampler_steps steps."""
+    samplers = named_evaluations(cfg) or {None: cfg.sampler}
+    cap = cfg.eval.get("max_sampler_steps")
+    if cap is None:
+        return samplers
+    capped = {}
+    for name, sampler in samplers.items():
+        capped[name] = sampler.copy()
+        if sampler.get("steps") is None or sampler.steps > cap:
+            capped[name].steps = cap
+    return capped
+
+
+def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
+    """One named evaluation: a folder-safe name and a sampler of conf/sampler/ with valid steps."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+        raise ConfigError(f"eval.samplers: {name!r} is not a usable name (letters, digits, '_', '-', '.')")
+    if not OmegaConf.is_dict(sampler) or not sampler.get("_target_"):
+        raise ConfigError(f"eval.samplers.{name} names no sampler; add one with +sampler@eval.samplers.{name}=NAME "
+                          f"({', '.join(sampler_options())})")
+    if sampler.get("steps") is not None:
+        check_steps(sampler.steps, timesteps, key=f"eval.samplers.{name}.steps", of="timesteps")
+
+
+def evaluate_run(cfg: DictConfig, module: Any, trainer: Any, run_dir: Path) -> dict[str, Any]:
+    """Score eval.num_samples samples per evaluated ω (diffusion.scoring), with the run's sampler or with each named
+    one of eval.samplers -> metrics.json, loggers, a printed table.
+
+    Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
+    its share of the images.
+    """
+    from diffusion.loggers import RunLogger
+
+    device = trainer.strategy.root_device
+    module.to(device)
+    sweep = cfg.eval.guidance is not None
+    guidances = list(cfg.eval.guidance) if sweep else [cfg.guidance]
+    scalars, by_name = {}, {}
+    for name, sampler in evaluation_samplers(cfg).items():
+        if name is not None and trainer.is_global_zero:
+            print(f"evaluation {name!r}: {', '.join(f'{k}={v}' for k, v in sampler.items() if k != '_partial_')}")
+        results = sample_and_score(module, sampler, cfg.eval.num_samples, guidances, [cfg.seed],
+                                   EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
+                                   rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
+                                   step=getattr(module, "checkpoint_step", None) or trainer.global_step,
+                                   root=cfg.data.root, evaluation=name)
+        scalars.update({k: v for w, m in results.items()
+                        for k, v in logger_scalars(m, name, w if sweep or name else None).items()})
+        by_name[name] = results
+    for logger in trainer.loggers:
+        if isinstance(logger, RunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)
+            logger.log_metrics(scalars, step=logger.final_step(trainer.global_step))
+            if trainer.is_global_zero:
+                logger.log_evaluation(by_name, module.hparams.class_names, cfg.guidance, trainer.global_step)
+        else:
+            logger.log_metrics(scalars, step=trainer.global_step)
+        logger.save()
+    return scalars

@@ -16,15 +16,16 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from diffusion.distributed import in_slurm_job, relaunches_command
+from diffusion.distributed import claim_device, in_slurm_job, relaunches_command
 from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, Resume, read_status, record_failure
-from diffusion.runtime import CONF_DIR
+from diffusion.runtime import CONF_DIR, uses_cuda
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
 RANK_GRACE_S = 60  # how long a finished point's other ranks may take to exit before they are killed
@@ -168,3 +169,20 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass  # the whole group has exited
+
+
+def job_device(cfg: Any, stack: ExitStack) -> dict[str, Any]:
+    """Trainer overrides for a multirun job that asks for one GPU where several are visible: a free one of them,
+    held until the job ends, so parallel jobs (hydra/launcher=joblib) spread over the GPUs instead of all using
+    GPU 0. Empty otherwise."""
+    if sweep_launcher() is None or cfg.trainer.get("devices", 1) not in (1, "1"):
+        return {}
+    import torch
+
+    if not uses_cuda(cfg.trainer.accelerator) or torch.cuda.device_count() < 2:
+        return {}
+    hc = HydraConfig.get()
+    index = stack.enter_context(claim_device(Path(hc.sweep.dir) / ".devices", torch.cuda.device_count(),
+                                             preferred=hc.job.num or 0))
+    print(f"job {hc.job.num}: GPU {index}")
+    return {"devices": [index]}

@@ -15,19 +15,20 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor, Timer
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion.callbacks import FitClock, RunTimeLimit, SampleGrid, rate
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_inception, check_positive, check_seed,
                               check_steps, is_number)
-from diffusion.distributed import claim_device, is_rank_zero
+from diffusion.distributed import is_rank_zero
+from diffusion.loggers import finish_wandb, record_to_wandb
 from diffusion.module import LOSSES, compile_mode
 from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
-from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume
-from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, run_point, runs_as_own_command,
+from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
+from diffusion.scoring import check_evaluation, evaluate_run, named_evaluations
+from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
                              sweep_launch_error, sweep_launcher)
 
 
@@ -91,44 +92,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(error)
 
 
-def named_evaluations(cfg: DictConfig) -> dict[str, DictConfig]:
-    """eval.samplers: {name: sampler config}, each an evaluation of its own (eval.samplers.<name>=null drops one);
-    empty: the run's own sampler."""
-    samplers = cfg.eval.get("samplers")
-    if samplers is None:
-        return {}
-    if not OmegaConf.is_dict(samplers):
-        raise ConfigError(f"eval.samplers must map names to samplers, e.g. +sampler@eval.samplers.fast=dpm_solver; "
-                          f"got {samplers!r}")
-    return {name: sampler for name, sampler in samplers.items() if sampler is not None}  # null: dropped
-
-
-def evaluation_samplers(cfg: DictConfig) -> dict[str | None, DictConfig]:
-    """What the end-of-run evaluation samples with: each named evaluation, else the run's sampler (name None), with
-    at most eval.max_sampler_steps steps."""
-    samplers = named_evaluations(cfg) or {None: cfg.sampler}
-    cap = cfg.eval.get("max_sampler_steps")
-    if cap is None:
-        return samplers
-    capped = {}
-    for name, sampler in samplers.items():
-        capped[name] = sampler.copy()
-        if sampler.get("steps") is None or sampler.steps > cap:
-            capped[name].steps = cap
-    return capped
-
-
-def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
-    """One named evaluation: a folder-safe name and a sampler of conf/sampler/ with valid steps."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
-        raise ConfigError(f"eval.samplers: {name!r} is not a usable name (letters, digits, '_', '-', '.')")
-    if not OmegaConf.is_dict(sampler) or not sampler.get("_target_"):
-        raise ConfigError(f"eval.samplers.{name} names no sampler; add one with +sampler@eval.samplers.{name}=NAME "
-                          f"({', '.join(sampler_options())})")
-    if sampler.get("steps") is not None:
-        check_steps(sampler.steps, timesteps, key=f"eval.samplers.{name}.steps", of="timesteps")
-
-
 def stopped_short(trainer: L.Trainer) -> str | None:
     """Why a fit ended before trainer.max_steps because trainer.max_time ran out, else None (finished)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
@@ -136,23 +99,6 @@ def stopped_short(trainer: L.Trainer) -> str | None:
     if remaining is None or remaining > 0 or not 0 < trainer.global_step < trainer.max_steps:
         return None
     return f"stopped by trainer.max_time at step {trainer.global_step} of {trainer.max_steps}"
-
-
-def job_device(cfg: DictConfig, stack: ExitStack) -> dict[str, Any]:
-    """Trainer overrides for a multirun job that asks for one GPU where several are visible: a free one of them,
-    held until the job ends, so parallel jobs (hydra/launcher=joblib) spread over the GPUs instead of all using
-    GPU 0. Empty otherwise."""
-    if sweep_launcher() is None or cfg.trainer.get("devices", 1) not in (1, "1"):
-        return {}
-    if not uses_cuda(cfg.trainer.accelerator) or torch.cuda.device_count() < 2:
-        return {}
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    index = stack.enter_context(claim_device(Path(hc.sweep.dir) / ".devices", torch.cuda.device_count(),
-                                             preferred=hc.job.num or 0))
-    print(f"job {hc.job.num}: GPU {index}")
-    return {"devices": [index]}
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -308,24 +254,6 @@ def use_best_weights(module: L.LightningModule, trainer: L.Trainer) -> bool:
     return True
 
 
-def record_to_wandb(trainer: L.Trainer, run_dir: Path, metrics: dict[str, Any], best: bool) -> None:
-    """W&B (rank 0): the fit's time, images/s and step in the run summary, and the model artifact: the exported
-    weights with their config and metrics.json files, the run's scalars as its metadata (alias best: `best`)."""
-    from diffusion.loggers import RunLogger
-
-    for logger in trainer.loggers:
-        if not isinstance(logger, RunLogger):
-            continue
-        logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
-        files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
-        logger.log_model_artifact(run_dir, [f for f in files if f.is_file()],
-                                  {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
-
-
-FIT_SUMMARY = ("fit_images_per_s", "steady_images_per_s", "fit_seconds", "validation_seconds", "grid_seconds",
-               "eval_seconds", "global_step", "world_size")
-
-
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The checkpoint callback that keeps the best monitored value (callbacks.best_checkpoint), if any:
     trainer.checkpoint_callback is the first one, the unmonitored last.ckpt writer."""
@@ -339,52 +267,6 @@ def final_is_best(trainer: L.Trainer) -> bool:
         return False
     last = trainer.callback_metrics.get(best.monitor)
     return last is not None and float(last) <= float(best.best_model_score)
-
-
-def finish_wandb(loggers: list) -> None:
-    """Close W&B runs: the next job of a multirun (same process) must start its own run, not reuse this one."""
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish()
-
-
-def evaluate_run(cfg: DictConfig, module: L.LightningModule, trainer: L.Trainer, run_dir: Path) -> dict[str, Any]:
-    """Score eval.num_samples samples per evaluated ω (diffusion.scoring), with the run's sampler or with each named
-    one of eval.samplers -> metrics.json, loggers, a printed table.
-
-    Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
-    its share of the images.
-    """
-    from diffusion.loggers import RunLogger
-    from diffusion.records import logger_scalars
-    from diffusion.scoring import EvalSettings, sample_and_score
-
-    device = trainer.strategy.root_device
-    module.to(device)
-    sweep = cfg.eval.guidance is not None
-    guidances = list(cfg.eval.guidance) if sweep else [cfg.guidance]
-    scalars, by_name = {}, {}
-    for name, sampler in evaluation_samplers(cfg).items():
-        if name is not None and trainer.is_global_zero:
-            print(f"evaluation {name!r}: {', '.join(f'{k}={v}' for k, v in sampler.items() if k != '_partial_')}")
-        results = sample_and_score(module, sampler, cfg.eval.num_samples, guidances, [cfg.seed],
-                                   EvalSettings.of(cfg.eval), run_dir, batch_size=cfg.eval.batch_size,
-                                   rank=trainer.global_rank, world=trainer.world_size, device=device, sweep=sweep,
-                                   step=getattr(module, "checkpoint_step", None) or trainer.global_step,
-                                   root=cfg.data.root, evaluation=name)
-        scalars.update({k: v for w, m in results.items()
-                        for k, v in logger_scalars(m, name, w if sweep or name else None).items()})
-        by_name[name] = results
-    for logger in trainer.loggers:
-        if isinstance(logger, RunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)
-            logger.log_metrics(scalars, step=logger.final_step(trainer.global_step))
-            if trainer.is_global_zero:
-                logger.log_evaluation(by_name, module.hparams.class_names, cfg.guidance, trainer.global_step)
-        else:
-            logger.log_metrics(scalars, step=trainer.global_step)
-        logger.save()
-    return scalars
 
 
 def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:

@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import lightning as L
-import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 

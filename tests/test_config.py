@@ -210,7 +210,7 @@ def test_the_ablation_presets_build_seed003s_model_data_and_loss(preset):
 def test_the_reduced_ablation_shortens_iterations_samples_and_sampler_only():
     cfg = compose_cfg("train", ["experiment=ablation_schedule_small", "run_dir=/tmp/x"], hydra=True)
     assert cfg.trainer.max_steps == 5000 and cfg.eval.num_samples == 2000 and cfg.eval.inception == "published"
-    from diffusion.train import named_evaluations
+    from diffusion.scoring import named_evaluations
 
     assert list(named_evaluations(cfg)) == ["fast"] and cfg.eval.samplers.fast.steps == 20  # no DDPM over all T
     assert cfg.sampler._target_ == "diffusion.samplers.dpm_solver_sample" and list(cfg.eval.guidance) == [0.2, 0, 0.5]
@@ -252,7 +252,7 @@ def test_the_docs_package_layout_names_every_module():
 
 def test_the_ablation_presets_name_two_evaluations_that_instantiate(tmp_path):
     from diffusion.samplers import sampler_name
-    from diffusion.train import named_evaluations
+    from diffusion.scoring import named_evaluations
 
     cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule"])
     named = named_evaluations(cfg)
@@ -265,7 +265,7 @@ def test_the_ablation_presets_name_two_evaluations_that_instantiate(tmp_path):
 
 
 def test_eval_max_sampler_steps_caps_every_evaluation_and_the_debug_presets_compose_alone(tmp_path):
-    from diffusion.train import evaluation_samplers
+    from diffusion.scoring import evaluation_samplers
 
     cfg = compose_cfg("train", [f"run_dir={tmp_path}", "experiment=ablation_schedule", "eval.max_sampler_steps=15"])
     assert {k: v.steps for k, v in evaluation_samplers(cfg).items()} == {"paper": 15, "fast": 15}
@@ -277,7 +277,7 @@ def test_eval_max_sampler_steps_caps_every_evaluation_and_the_debug_presets_comp
 
 def test_a_named_evaluation_needs_a_usable_name_and_a_sampler():
     from diffusion.checks import ConfigError
-    from diffusion.train import check_evaluation
+    from diffusion.scoring import check_evaluation
 
     ddim = OmegaConf.create({"_target_": "diffusion.samplers.ddim_sample", "steps": 5})
     check_evaluation("ddim-5", ddim, 100)
