@@ -1,6 +1,7 @@
 """Class-conditional diffusion on MNIST and Fashion-MNIST: Lightning + Hydra experiment framework."""
 
-from diffusion.runtime import register_resolvers
+from diffusion import runs, runtime
 
-register_resolvers()
+runtime.register_resolvers()
+runs.register_resolvers()
 __version__ = "0.1.0"

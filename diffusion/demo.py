@@ -38,7 +38,7 @@ from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
 from diffusion.records import read_metrics, value
-from diffusion.runs import run_dir_of
+from diffusion.runs import METRICS, run_dir_of
 from diffusion.runtime import config_option, resolve_device, sampler_options
 from diffusion.samplers import sampler_name
 
@@ -88,7 +88,7 @@ def describe(path: str, allowed: list[str]) -> str:
     text = (f"**Loaded** `{path}`: {h.data_name}, {m.schedule.kind} schedule, T={m.schedule.timesteps}, "
             f"step {m.checkpoint_step}, trained with ω={h.guidance}.")
     run_dir = run_dir_of(path)
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / METRICS
     if metrics.is_file():
         try:
             r = read_metrics(metrics)

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from diffusion.files import atomic_write
 from diffusion.records import headline_keys, key_segment, result_rows, value
-from diffusion.runs import WANDB_IDENTITY, WEIGHTS
+from diffusion.runs import CONFIG, METRICS, WANDB_IDENTITY, WEIGHTS
 
 DEFAULT_HOST = "https://api.wandb.ai"
 AGENT_RUN_ENV = "WANDB_RUN_ID"  # set by `wandb agent` for the run it starts: that run is used, not wandb.json's
@@ -279,7 +279,7 @@ def record_to_wandb(trainer: Any, run_dir: Path, metrics: dict[str, Any], best: 
         if not isinstance(logger, RunLogger):
             continue
         logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
-        files = [run_dir / WEIGHTS, run_dir / "config.yaml", *sorted(run_dir.glob("**/metrics.json"))]
+        files = [run_dir / WEIGHTS, run_dir / CONFIG, *sorted(run_dir.glob(f"**/{METRICS}"))]
         logger.log_model_artifact(run_dir, [f for f in files if f.is_file()],
                                   {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, best)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from diffusion.published import PAPER_BATCH, PAPER_IS_NETWORK, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES
 from diffusion.records import read_metrics, sampler_label, shown, spread, value
-from diffusion.runs import WEIGHTS
+from diffusion.runs import METRICS, WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- table: ([^>]*?) -->\n)(.*?)(<!-- /table -->)", re.S)
@@ -89,7 +89,7 @@ def pretrained_table(doc: Path) -> str:
     """The shipped models: training, standard FID (paper protocol), class accuracy, IS, the folder."""
     rows = []
     for name, folder in shipped().items():
-        m = read_metrics(folder / "metrics.json")
+        m = read_metrics(folder / METRICS)
         size = (folder / WEIGHTS).stat().st_size / 1e6
         fid = (f"{shown(m, 'fid_inception', fixed=2)} (ω = {m['guidance']:g}, {sampler_label(m)}, "
                f"{m['num_seeds']} sample seeds × {m['num_samples']:,})")
@@ -121,7 +121,7 @@ def paper_table(doc: Path) -> str:
             [f"seed paper, Table 1 (the same model, FID computed {len(PAPER_REPEATS)} times)",
              f"{images / UNIT_IMAGES:g}", "DDPM, all T steps", f"{w:g}", f"{mean:.2f} ± {std:.2f}", "", ""]]
     for name, folder in shipped().items():
-        m = read_metrics(folder / "metrics.json")
+        m = read_metrics(folder / METRICS)
         if m["data"] != "mnist":
             continue
         for label, r in ((f"`pretrained/{name}`", m), (f"`pretrained/{name}`, another sampler",

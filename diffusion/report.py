@@ -19,7 +19,7 @@ from typing import Any
 from diffusion import records
 from diffusion.published import PAPER_IS_NETWORK, PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
 from diffusion.records import label, read_metrics, sampler_label, shown, spread, value
-from diffusion.runs import OK, STATUS_FILE, WANDB_IDENTITY, read_status
+from diffusion.runs import METRICS as METRICS_FILE, OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
@@ -144,7 +144,7 @@ def job_dir(path: Path, root: Path) -> Path:
 def collect(root: str | Path) -> list[dict[str, Any]]:
     """Rows for every metrics.json under root, plus one row per job whose status is not ok (failed, interrupted)."""
     root = Path(root)
-    rows = [_row(str(job_dir(p, root)), read_metrics(p)) for p in sorted(root.glob("**/metrics.json"))]
+    rows = [_row(str(job_dir(p, root)), read_metrics(p)) for p in sorted(root.glob(f"**/{METRICS_FILE}"))]
     for p in sorted(root.glob(f"**/{STATUS_FILE}")):
         status = read_status(p.parent) or {}
         if status.get("status") != OK:

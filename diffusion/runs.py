@@ -19,8 +19,9 @@ from diffusion.files import atomic_write
 
 STATUS_FILE = "status.json"
 OK, INTERRUPTED, FAILED = "ok", "interrupted", "failed"
-CHECKPOINTS = "checkpoints"  # conf/callbacks/default.yaml writes the checkpoints into <run_dir>/checkpoints
+CHECKPOINTS = "checkpoints"  # <run_dir>/checkpoints: the callback configs reach it as ${checkpoints:${run_dir}}
 LAST, BEST, WEIGHTS = "last.ckpt", "best-*.ckpt", "model.safetensors"
+METRICS, CONFIG = "metrics.json", "config.yaml"  # an evaluation's record; the run's resolved config
 WANDB_IDENTITY = "wandb.json"  # the run directory's W&B run: its id, name, group, artifact, last step (diffusion.loggers)
 
 
@@ -32,6 +33,14 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def last_checkpoint(run_dir: str | Path) -> Path:
     """A run's newest training state, the one `resume=true` continues from."""
     return checkpoint_dir(run_dir) / LAST
+
+
+def register_resolvers() -> None:
+    """`${checkpoints:<run_dir>}`: the checkpoint folder, for the callback configs (this module names a run's files)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("checkpoints"):
+        OmegaConf.register_new_resolver("checkpoints", lambda run_dir: str(checkpoint_dir(run_dir)))
 
 
 def run_dir_of(model: str | Path) -> Path:

@@ -177,7 +177,7 @@ def steps_unless_epochs(steps: int, max_epochs: int | None) -> int:
 
 def register_resolvers() -> None:
     """`${precision:<accelerator>}` and `${steps_unless_epochs:<steps>,<max_epochs>}` for the trainer configs,
-    `${data_root:}` for the data configs."""
+    `${data_root:}` for the data configs (diffusion.runs registers `${checkpoints:<run_dir>}`)."""
     for name, fn in (("precision", precision), ("steps_unless_epochs", steps_unless_epochs),
                      ("data_root", data_root)):
         if not OmegaConf.has_resolver(name):

@@ -16,6 +16,7 @@ from diffusion.module import DiffusionModule
 from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interactive, merged_shards, pixels,
                             save_npz, save_pngs)
 from diffusion.prompts import parse_prompt
+from diffusion.runs import METRICS
 from diffusion.runtime import data_root, resolve_device
 from diffusion.samplers import describe_sampler, sampler_name
 
@@ -126,7 +127,7 @@ def evaluate_merged(s: Sampling, path: Path, out: Path) -> list[Path]:
     score_and_record(s.module, from_pixels(images), torch.from_numpy(labels), EvalSettings.of(s.cfg.eval), out,
                      sampler_cfg=s.cfg.sampler, step=s.module.checkpoint_step, guidance=s.guidance, seed=s.cfg.seed,
                      checkpoint=str(path), shards=len(s.cfg.shards))
-    return [out / "metrics.json"]
+    return [out / METRICS]
 
 
 def evaluate_bulk(s: Sampling, path: Path, out: Path) -> list[Path]:
@@ -144,7 +145,7 @@ def evaluate_bulk(s: Sampling, path: Path, out: Path) -> list[Path]:
     sample_and_score(s.module, cfg.sampler, cfg.num_samples, [s.guidance], range(cfg.seed, cfg.seed + cfg.repeats),
                      EvalSettings.of(cfg.eval), out, batch_size=cfg.batch_size, classes=s.classes(), keep=keep,
                      callback=s.hook(), checkpoint=str(path))
-    return [out / "metrics.json"]
+    return [out / METRICS]
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -189,7 +190,7 @@ def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out
     made_by = f"pretrained/{cfg.pretrained}" if cfg.pretrained else run_dir_of(path).name
     logger = instantiate(cfg.logger.wandb, save_dir=str(out), job_type="eval", default_name=f"eval {made_by}",
                          group=cfg.logger.wandb.get("group") or source.get("group") or source.get("name") or made_by)
-    m = read_metrics(out / "metrics.json")
+    m = read_metrics(out / METRICS)
     artifact = f"{source.get('artifact')}:latest" if source.get("artifact") else None
     params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
               for k, v in cfg.items() if k != "logger"}

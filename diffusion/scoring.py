@@ -26,6 +26,7 @@ from diffusion.evaluation import evaluate, run_metadata
 from diffusion.generate import balanced_labels, generate
 from diffusion.published import paper_scores
 from diffusion.records import format_table, logger_scalars, summarize_seeds, write_metrics
+from diffusion.runs import METRICS
 from diffusion.runtime import data_root, sampler_options
 
 
@@ -127,7 +128,7 @@ def sample_and_score(module: Any, sampler_cfg: Any, num_samples: int, guidances:
             if len(runs) > 1:
                 print(results[w]["summary"])
                 where = folder(out, w if sweep else None, evaluation=evaluation)
-                print(write_metrics(results[w], where / "metrics.json"))
+                print(write_metrics(results[w], where / METRICS))
     return results
 
 
@@ -139,7 +140,7 @@ def score_and_record(module: Any, images: Tensor, labels: Tensor, settings: Eval
     m = score_images(module, images, labels, settings, device, root, guidance)
     m.update(run_metadata(module.schedule, sampler_cfg, step, guidance), seed=seed, **extra)
     print(f"ω = {guidance}, sample seed {seed}: " + format_table(m, list(module.hparams.class_names)))
-    print(write_metrics(m, where / "metrics.json"))
+    print(write_metrics(m, where / METRICS))
     return m
 
 

@@ -25,7 +25,7 @@ from diffusion.distributed import is_rank_zero
 from diffusion.loggers import finish_wandb, record_to_wandb
 from diffusion.module import LOSSES, compile_mode
 from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
-from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume
+from diffusion.runs import CHECKPOINTS, CONFIG, LAST, WEIGHTS, Interrupted, Resume
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
 from diffusion.scoring import check_evaluation, evaluate_run, named_evaluations
 from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
@@ -122,7 +122,7 @@ def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -
     by_part = "".join(f"| {k} | {v:,} |\n" for k, v in parts.items())
     by_part = f"## By part\n\n| part | parameters |\n|---|---:|\n{by_part}\n## By module\n\n" if parts else ""
     (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{by_part}{table}")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return total
 
 
