@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from diffusion.checks import check_choice
+from diffusion.checks import ConfigError, check_choice, check_positive, is_number
 from diffusion.samplers import Job, sample_generators
 from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS, NoiseSchedule
 
@@ -74,6 +74,12 @@ class DiffusionModule(L.LightningModule):
         check_choice(loss, LOSSES, "loss")
         check_choice(prediction, PREDICTIONS, "prediction")
         check_choice(loss_weight, LOSS_WEIGHTS, "loss_weight")
+        check_positive(snr_gamma, "snr_gamma")
+        if not is_number(p_uncond) or not 0 <= p_uncond <= 1:
+            raise ConfigError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
+        if is_number(guidance) and guidance > 0 and p_uncond == 0:
+            raise ConfigError("guidance > 0 needs p_uncond > 0 "
+                              "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
         self.save_hyperparameters()
         # The data set's spec (diffusion.datasets.DataSpec) sets the image shape; checkpoints keep a copy.
         shape = {"in_channels": data["channels"], "image_size": data["size"] + 2 * data["pad"]} if data else {}

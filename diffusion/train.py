@@ -20,13 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from diffusion.callbacks import FitClock, RunTimeLimit, SampleGrid, rate
 from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_inception, check_positive, check_seed,
-                              check_steps, is_number)
+                              check_steps)
 from diffusion.distributed import is_rank_zero
 from diffusion.loggers import finish_wandb, record_to_wandb
-from diffusion.module import LOSSES, compile_mode
-from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
 from diffusion.runs import CHECKPOINTS, CONFIG, LAST, WEIGHTS, Interrupted, Resume
-from diffusion.schedule import LOSS_WEIGHTS, PREDICTIONS
+from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
 from diffusion.scoring import check_evaluation, evaluate_run, named_evaluations
 from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
                              sweep_launch_error, sweep_launcher)
@@ -38,11 +36,6 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ConfigError(f"timesteps must be a positive integer, got {T!r}")
     check_guidance(cfg.guidance, "guidance", minimum=0)
-    if not is_number(cfg.p_uncond) or not 0 <= cfg.p_uncond <= 1:
-        raise ConfigError(f"p_uncond must be in [0, 1], got {cfg.p_uncond!r}")
-    if cfg.guidance > 0 and cfg.p_uncond == 0:
-        raise ConfigError("guidance > 0 needs p_uncond > 0 "
-                          "(the unconditional model ε(x,t,∅) is learnt from dropped labels)")
     if not cfg.sampler.get("_target_"):
         raise ConfigError("sampler=own is sample.py's (a model's own sampler); a run names the one it samples with: "
                           f"sampler={', '.join(sampler_options())}")
@@ -52,10 +45,6 @@ def check_config(cfg: DictConfig) -> None:
         check_evaluation(name, sampler, T)
     if cfg.eval.get("max_sampler_steps") is not None:
         check_steps(cfg.eval.max_sampler_steps, T, key="eval.max_sampler_steps", of="timesteps")
-    check_choice(cfg.loss, LOSSES, "loss")
-    check_choice(cfg.prediction, PREDICTIONS, "prediction")
-    check_choice(cfg.loss_weight, LOSS_WEIGHTS, "loss_weight")
-    check_positive(cfg.snr_gamma, "snr_gamma")
     check_seed(cfg.seed, "train")
     if "lr" in cfg.optim:
         check_positive(cfg.optim.lr, "optim.lr")
@@ -70,7 +59,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
     if cfg.resume and cfg.ckpt_path is not None:
         raise ConfigError(f"resume=true finds the run directory's own {CHECKPOINTS}/{LAST}; drop ckpt_path=...")
-    compile_mode(cfg.compile)
     if cfg.ckpt_path is not None:
         if not Path(cfg.ckpt_path).exists():
             raise ConfigError(f"ckpt_path {cfg.ckpt_path} does not exist")
@@ -153,6 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
+    # the module checks its own options (loss, prediction, p_uncond, …): one line before any data work
+    module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name,
+                         data=datamodule.spec.as_dict())
     datamodule.prepare_data()
     if cfg.eval.num_samples:
         from diffusion.classifier import load_classifier
@@ -162,8 +153,6 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
             from diffusion.clip_eval import load_clip
 
             load_clip(str(cfg.eval.clip))  # the same: missing transformers or weights get their line before training
-    module = instantiate(cfg.module, class_names=datamodule.class_names, data_name=datamodule.name,
-                         data=datamodule.spec.as_dict())
     run_dir = Path(cfg.run_dir)
     total = write_run_files(cfg, module, run_dir)
     if is_rank_zero():
