@@ -45,6 +45,11 @@ TARGETS: dict[str, re.Pattern | Callable[[str], bool]] = {
     "lr_scheduler.scheduler": re.compile(r"torch\.optim\.lr_scheduler\.[A-Z]\w*|diffusion\.module\.warmup_cosine"),
 }
 TARGETS["lr_scheduler"] = TARGETS["lr_scheduler.scheduler"]  # checkpoints written before the scheduler settings
+# Hyper-parameters nest a few levels and hold a few hundred values: anything far beyond is refused before any reader
+# walks it (a pickle may share one list many times over: 60 levels of lists holding the next one twice are 2^60
+# values to a reader that walks them as a tree, as JSON, OmegaConf and the target check do)
+MAX_DEPTH, MAX_VALUES = 32, 100_000
+MAX_TIMESTEPS = 100_000  # a schedule's T: its buffers cost 8 bytes × T each, so a file cannot ask for gigabytes
 
 
 class CheckpointError(ValueError):
@@ -81,7 +86,7 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
         raise CheckpointError(path, f"safetensors metadata has no format={FORMAT!r}")
     try:
         hparams, step = json.loads(meta["hyper_parameters"]), int(meta.get("global_step", -1))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
         raise CheckpointError(path, "safetensors metadata lacks readable hyper-parameters") from None
     return {"state_dict": state, "hyper_parameters": hparams, "global_step": step}
 
@@ -89,6 +94,26 @@ def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
 def allowed(rule: re.Pattern | Callable[[str], bool], target: str) -> bool:
     """Whether `target` passes an allow-list entry (a whole-string pattern or a predicate)."""
     return bool(rule.fullmatch(target)) if isinstance(rule, re.Pattern) else rule(target)
+
+
+def _check_size(path: Path, hparams: Any) -> None:
+    """Hyper-parameters of bounded depth and number of values, counted as the tree every later reader walks (the
+    count stops at the limit, so a shared or self-containing structure costs no more than MAX_VALUES steps)."""
+    stack, count = [(hparams, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            raise CheckpointError(path, f"its hyper-parameters nest deeper than {MAX_DEPTH} levels or hold more than "
+                                        f"{MAX_VALUES:,} values")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for kv in node.items() for v in kv)
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+    schedule = hparams.get("schedule") if isinstance(hparams, dict) else None
+    T = schedule.get("timesteps") if isinstance(schedule, dict) else None
+    if T is not None and (not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= MAX_TIMESTEPS):
+        raise CheckpointError(path, f"its schedule asks for {str(T)[:20]} timesteps (at most {MAX_TIMESTEPS:,})")
 
 
 def _check_targets(path: Path, hparams: dict[str, Any]) -> None:
@@ -131,6 +156,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(path, "no model weights (state_dict) in it")
     hparams = ckpt.get("hyper_parameters")
+    _check_size(path, hparams)
     if not isinstance(hparams, dict) or not isinstance(hparams.get("net"), dict):
         raise CheckpointError(path, "no model hyper-parameters in it; it was not written by train.py")
     if not all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()):

@@ -60,6 +60,25 @@ def hostile_files(tmp: Path, tiny_ckpt: Path) -> dict[str, tuple[Path, str]]:
     put("text.ckpt", b"hello, I am not a checkpoint\n", reason="not a PyTorch checkpoint")
     put("evaluator.pt", (DATA / "evaluators" / "mnist_classifier.pt").read_bytes(), reason="no model hyper-parameters")
     put("fake.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage", reason="unreadable safetensors file")
+    dag: list = []
+    for _ in range(60):  # 60 levels of lists, each holding the next one twice: ~1 kB, 2^60 values as a tree
+        dag = [dag, dag]
+    too_big = "nest deeper than 32 levels or hold more than 100,000 values"
+    net = {"_target_": "diffusion.unet.UNet"}
+    put("dag.ckpt", obj={"state_dict": {}, "hyper_parameters": {"net": net, "junk": dag}}, reason=too_big)
+    loop: list = []
+    loop.append(loop)  # a list that contains itself
+    put("loop.ckpt", obj={"state_dict": {}, "hyper_parameters": {"net": net, "junk": loop}}, reason=too_big)
+    long_schedule = {**good["hyper_parameters"], "schedule": {**good["hyper_parameters"]["schedule"],
+                                                              "timesteps": 30_000_000}}
+    put("timesteps.ckpt", obj={**good, "hyper_parameters": long_schedule},
+        reason="its schedule asks for 30000000 timesteps (at most 100,000)")
+    from safetensors.torch import save
+
+    deep = "[" * 200_000 + "]" * 200_000  # JSON nested beyond Python's stack
+    put("deep.safetensors", save({"w": torch.zeros(1)}, metadata={"format": "diffusion-mnist",
+                                                                    "hyper_parameters": deep}),
+        reason="safetensors metadata lacks readable hyper-parameters")
     (tmp / "a_directory.ckpt").mkdir()
     files["a_directory.ckpt"] = (tmp / "a_directory.ckpt", "it is a directory")
     return files
@@ -72,7 +91,8 @@ def hostile(tmp_path_factory, tiny_ckpt):
 
 
 CASES = ["pickle.ckpt", "torch_pickle.ckpt", "target.ckpt", "nested_target.ckpt", "empty.ckpt", "truncated.ckpt",
-         "text.ckpt", "evaluator.pt", "fake.safetensors", "a_directory.ckpt"]
+         "text.ckpt", "evaluator.pt", "fake.safetensors", "a_directory.ckpt", "dag.ckpt", "loop.ckpt",
+         "timesteps.ckpt", "deep.safetensors"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -108,6 +128,34 @@ def test_train_resume_from_a_hostile_file_gives_one_line(hostile, name, tmp_path
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and f"{path} is not a diffusion checkpoint" in lines[0], r.stderr
     assert not (files_dir / "PWNED").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("command", [["sample.py"], ["train.py", "debug=fast"], ["-m", "diffusion.export"]])
+def test_a_1kb_shared_reference_pickle_gets_one_line_fast_and_small_from_every_entry_point(hostile, command,
+                                                                                             tmp_path):
+    """Issue 52: a file whose hyper-parameters are a DAG of shared lists hung every entry point (walked as a tree)."""
+    import time
+
+    path, reason = hostile[1]["dag.ckpt"]
+    assert path.stat().st_size < 2048
+    script, *args = command
+    argv = [sys.executable, *(["-m", args.pop(0)] if script == "-m" else [str(ROOT / script)]), *args,
+            f"ckpt_path={path}", f"hydra.run.dir={tmp_path}"]
+    peak = tmp_path / "peak_kib"  # the command's own peak memory, written by a wrapper process that waits for it
+    wrapper = [sys.executable, "-c", "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode;"
+               " open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss));"
+               " sys.exit(code)", str(peak)]
+    start = time.monotonic()
+    r = subprocess.run([*wrapper, *argv], cwd=tmp_path, env={**os.environ, "DIFFUSION_DATA": str(DATA)},
+                       capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - start
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and reason in lines[0], r.stderr[-2000:]
+    assert elapsed < 10 + STARTUP_S, elapsed  # the refusal itself takes milliseconds; the rest is Python's start
+    assert int(peak.read_text()) < 1024 * 1024  # KiB: the command stayed under 1 GiB
+
+
+STARTUP_S = 20  # a fresh interpreter importing torch and Lightning on a slow, busy 2-core machine
 
 
 def test_planted_newest_checkpoint_is_refused(hostile, tmp_path):
