@@ -37,6 +37,13 @@ def check_seed(value: Any, use: str, key: str = "seed") -> int:
     return value
 
 
+def check_integer(value: Any, key: str, minimum: int = 0) -> int:
+    """An integer option ≥ minimum (sizes, counts)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
 def check_positive(value: Any, key: str) -> float:
     """A finite number > 0 (learning rates, scales)."""
     if not is_number(value) or not math.isfinite(value) or value <= 0:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
+from diffusion.checks import check_integer
 from diffusion.datasets import DataError, DataSpec, raw_dir, read_split
 from diffusion.fetch import verified
 
@@ -59,9 +60,10 @@ class ImageDataModule(L.LightningDataModule):
                  val_size: int = 5000, split_seed: int = 0, drop_last: bool = True, **spec: Any) -> None:
         super().__init__()
         self.spec = DataSpec.of({"name": name, **spec} if spec else name)
-        if batch_size < 1 or num_workers < 0 or val_size < 0:
-            raise ValueError("data.batch_size must be ≥ 1, data.num_workers ≥ 0 and data.val_size ≥ 0 (0: validate "
-                             "on the test set)")
+        check_integer(batch_size, "data.batch_size", minimum=1)
+        check_integer(num_workers, "data.num_workers")
+        check_integer(val_size, "data.val_size (0: validate on the test set)")
+        check_integer(split_seed, "data.split_seed")
         loader = {"root": root, "batch_size": batch_size, "num_workers": num_workers, "val_size": val_size,
                   "split_seed": split_seed, "drop_last": drop_last}
         self.save_hyperparameters({**loader, **self.spec.as_dict()})  # plain values: checkpoints load safely

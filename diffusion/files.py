@@ -1,14 +1,43 @@
-"""Crash-safe file writes (every file the project writes in place: data, checkpoints, samples) and file digests."""
+"""Crash-safe file writes (every file the project writes in place: data, checkpoints, samples), file digests, and the
+one careful reader of the small JSON records the project reads back (status.json, wandb.json, metrics.json)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # the largest JSON record read back (a metrics.json is a few tens of kB)
+
+
+class UnreadableFile(ValueError):
+    """A record the project reads back that is not what it writes there: one line naming the file and why."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object from `path`: FileNotFoundError if there is none, UnreadableFile for a directory, a file over
+    MAX_RECORD_BYTES, bytes that are not UTF-8 JSON (nesting beyond Python's stack included) or another JSON type."""
+    path = Path(path)
+    if path.is_dir():
+        raise UnreadableFile(path, "a directory, not a file")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise UnreadableFile(path, f"{path.stat().st_size:,} bytes, more than a record of this project holds")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # ValueError: JSONDecodeError
+        raise UnreadableFile(path, f"not JSON ({type(err).__name__}: {str(err).splitlines()[0][:80]})") from None
+    if not isinstance(data, dict):
+        raise UnreadableFile(path, f"a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:

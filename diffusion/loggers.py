@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from diffusion.files import atomic_write
+from diffusion.files import UnreadableFile, atomic_write, read_json_object
 from diffusion.records import headline_keys, key_segment, result_rows, value
 from diffusion.runs import CONFIG, METRICS, WANDB_IDENTITY, WEIGHTS
 
@@ -106,16 +107,51 @@ def wandb_config(params: Mapping[str, Any], choices: Mapping[str, str] | None = 
     return {"choices": dict(choices or {}), **{k: v for k, v in params.items() if k != "hydra"}}
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a W&B run id as this project writes it (also part of file names)
+IDENTITY_TYPES = {"id": str, "name": str, "group": str, "job_type": str, "project": str, "artifact": str,
+                  "last_step": int}
+
+
+def checked_identity(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """wandb.json's values, each of the type this project writes (an id that is a name, not a path)."""
+    for key, kind in IDENTITY_TYPES.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UnreadableFile(path, f"its {key} has type {type(value).__name__}, not {kind.__name__}")
+    if "id" in data and not RUN_ID.fullmatch(data["id"]):
+        raise UnreadableFile(path, f"its id {data['id'][:40]!r} is not a W&B run id (letters, digits, _ and -)")
+    return data
+
+
 class Identity:
     """The W&B run of a run directory, kept in its wandb.json: the id every resume logs into again, the name and
     group it was given, its model artifact and the last step it logged (where a resumed attempt carries on)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, quiet: bool = False) -> None:
+        """Read the run directory's wandb.json; one that is unreadable counts as none (said unless `quiet`), one
+        that is a directory is UnreadableFile."""
         self.path = Path(run_dir) / WANDB_IDENTITY
         try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            self.data: dict[str, Any] = checked_identity(self.path, read_json_object(self.path))
+        except FileNotFoundError:
             self.data = {}
+        except UnreadableFile as err:
+            if err.path.is_dir():
+                raise UnreadableFile(err.path, "a directory, not the run's W&B identity; move it away and run "
+                                               "again") from None
+            if not quiet:
+                print(f"W&B: {err}; this run directory starts a new W&B run")
+            self.data = {}
+
+    @classmethod
+    def read_only(cls, run_dir: str | Path) -> Identity:
+        """Another run's identity, for its group, project and artifact: empty where it cannot be read."""
+        try:
+            return cls(run_dir, quiet=True)
+        except UnreadableFile:  # a directory in its place
+            empty = cls.__new__(cls)
+            empty.path, empty.data = Path(run_dir) / WANDB_IDENTITY, {}
+            return empty
 
     @property
     def exists(self) -> bool:

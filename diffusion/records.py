@@ -148,5 +148,7 @@ def write_metrics(metrics: dict[str, Any], path: Path) -> Path:
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
-    """A metrics.json as a dict."""
-    return json.loads(Path(path).read_text())
+    """A metrics.json as a dict (diffusion.files.UnreadableFile, naming it, for anything else)."""
+    from diffusion.files import read_json_object
+
+    return read_json_object(path)

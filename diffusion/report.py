@@ -18,6 +18,7 @@ from typing import Any
 
 from diffusion import records
 from diffusion.published import PAPER_IS_NETWORK, PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
+from diffusion.files import UnreadableFile
 from diffusion.records import label, read_metrics, sampler_label, shown, spread, value
 from diffusion.runs import METRICS as METRICS_FILE, OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
@@ -52,6 +53,7 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
 
 
 METRICS = "_metrics"  # a row's metrics.json, for the paper's tables (not a column)
+UNREADABLE = "unreadable"  # a row's status when its record could not be read
 TABLE_KEYS = ("fid_inception", "fid", "is")  # what a cell of the paper's tables shows, in this order
 
 
@@ -115,7 +117,7 @@ def log_to_wandb(rows: list[dict[str, Any]], root: Path, out: Path) -> None:
     from diffusion.loggers import Identity, wandb_logger
     from diffusion.runtime import CONF_DIR
 
-    found = [Identity(p.parent) for p in sorted(root.glob(f"**/{WANDB_IDENTITY}"))]
+    found = [Identity.read_only(p.parent) for p in sorted(root.glob(f"**/{WANDB_IDENTITY}"))]
     group = next((i.get("group") for i in found if i.get("group")), None) or f"report/{root.resolve().name}"
     project = next((i.get("project") for i in found if i.get("project")), None) \
         or OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml").wandb.project
@@ -142,11 +144,21 @@ def job_dir(path: Path, root: Path) -> Path:
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
-    """Rows for every metrics.json under root, plus one row per job whose status is not ok (failed, interrupted)."""
+    """Rows for every metrics.json under root, plus one row per job whose status is not ok (failed, interrupted); a
+    record that cannot be read is a row saying so (`unreadable: <file>: <why>`)."""
     root = Path(root)
-    rows = [_row(str(job_dir(p, root)), read_metrics(p)) for p in sorted(root.glob(f"**/{METRICS_FILE}"))]
+    rows = []
+    for p in sorted(root.glob(f"**/{METRICS_FILE}")):
+        try:
+            rows.append(_row(str(job_dir(p, root)), read_metrics(p)))
+        except (UnreadableFile, TypeError, ValueError) as err:  # ValueError, TypeError: values of the wrong type
+            rows.append({"run": str(job_dir(p, root)), "status": f"{UNREADABLE}: {err}"})
     for p in sorted(root.glob(f"**/{STATUS_FILE}")):
-        status = read_status(p.parent) or {}
+        try:
+            status = read_status(p.parent) or {}
+        except UnreadableFile as err:
+            rows.append({"run": str(p.parent.relative_to(root)), "status": f"{UNREADABLE}: {err}"})
+            continue
         if status.get("status") != OK:
             rows.append({"run": str(p.parent.relative_to(root)),
                          "status": f"{status.get('status')}: {status.get('error')}"})
@@ -160,7 +172,10 @@ def points(root: str | Path) -> list[dict[str, Any]]:
 
     root, out = Path(root), []
     for p in sorted(root.glob(f"**/{STATUS_FILE}")):
-        status = read_status(p.parent) or {}
+        try:
+            status = read_status(p.parent) or {}
+        except UnreadableFile:
+            continue  # collect() shows it
         m = status.get("metrics") or {}
         if "fit_seconds" not in m:  # not a training run (a sample.py evaluation)
             continue
@@ -262,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     states = [r["status"].split(":")[0] for r in rows]
     interrupted = states.count("interrupted")
     print(f"{states.count(OK)} ok, {states.count('failed')} failed"
-          + (f", {interrupted} interrupted (resume=true continues them)" if interrupted else ""))
+          + (f", {interrupted} interrupted (resume=true continues them)" if interrupted else "")
+          + (f", {states.count(UNREADABLE)} unreadable" if UNREADABLE in states else ""))
     return 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffusion.files import atomic_write
+from diffusion.files import UnreadableFile, atomic_write, read_json_object
 
 STATUS_FILE = "status.json"
 OK, INTERRUPTED, FAILED = "ok", "interrupted", "failed"
@@ -63,12 +63,22 @@ class Interrupted(dict):
         self.reason = reason
 
 
+def started(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a status record or a checkpoint to continue (a run was started there)."""
+    return (Path(run_dir) / STATUS_FILE).exists() or last_checkpoint(run_dir).exists()
+
+
 def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run directory's status.json, or None when it has none (never started, or killed)."""
+    """A run directory's status.json, or None when it has none (never started, or killed); UnreadableFile (one line
+    naming it) when the file is not a status record (a crash mid-write elsewhere, a full disk, a hand edit)."""
+    path = Path(run_dir) / STATUS_FILE
     try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = read_json_object(path)
+    except FileNotFoundError:
         return None
+    if status.get("status") not in (OK, INTERRUPTED, FAILED) or not isinstance(status.get("metrics") or {}, dict):
+        raise UnreadableFile(path, f"no status of {OK}, {INTERRUPTED} or {FAILED} with its metrics")
+    return status
 
 
 def write_status(run_dir: str | Path, status: str, error: str | None = None,
@@ -78,7 +88,12 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None,
     from hydra.core.hydra_config import HydraConfig
 
     metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    old = read_status(run_dir)
+    if (Path(run_dir) / STATUS_FILE).is_dir():
+        return  # nowhere to record it: resume=true has said so in its one line
+    try:
+        old = read_status(run_dir)
+    except UnreadableFile:
+        old = None  # replaced by this record
     if status == OK and old is not None and old.get("status") == OK and old.get("metrics") == metrics:
         return
     from diffusion.runtime import machine
@@ -86,7 +101,11 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None,
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     record = json.dumps({"status": status, "error": error, "overrides": overrides, "metrics": metrics,
                          "machine": machine()}, indent=1)
-    atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
+    try:
+        atomic_write(Path(run_dir) / STATUS_FILE, lambda f: f.write(record.encode()))
+    except OSError as err:  # a full disk, a directory in its place: the run's other files stand, this line says why
+        print(f"error: could not record the run's status ({status}) in {Path(run_dir) / STATUS_FILE}: "
+              f"{err.strerror or err}", file=sys.stderr)
 
 
 def record_failure(run_dir: str | Path, message: str) -> float:
@@ -105,8 +124,16 @@ class Resume:
 
     @classmethod
     def of(cls, run_dir: str | Path) -> Resume:
-        """ok -> finished; else (interrupted, failed: retried, or killed) its last.ckpt if there is one."""
-        status = read_status(run_dir)
+        """ok -> finished; else (interrupted, failed: retried, or killed) its last.ckpt if there is one. An unreadable
+        status.json counts as unfinished, said in one line; one that is a directory stops the run in one line."""
+        try:
+            status = read_status(run_dir)
+        except UnreadableFile as err:
+            if err.path.is_dir():
+                raise UnreadableFile(err.path, "a directory, not the run's status record; move it away and run "
+                                               "again") from None
+            print(f"resume: {err}; taken as unfinished, so the run continues from its last checkpoint")
+            status = None
         if status is not None and status.get("status") == OK:
             return cls(finished=status.get("metrics") or {})
         last = last_checkpoint(run_dir)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, own_sampler, pretrained_path,
                                  run_models, shipped_models, shown)
-from diffusion.checks import check_guidance, check_seed, check_steps
+from diffusion.checks import check_guidance, check_inception, check_seed, check_steps
 from diffusion.files import file_digest
 from diffusion.module import DiffusionModule
 from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interactive, merged_shards, pixels,
@@ -18,7 +18,7 @@ from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interacti
 from diffusion.prompts import parse_prompt
 from diffusion.runs import METRICS
 from diffusion.runtime import data_root, resolve_device
-from diffusion.samplers import describe_sampler, sampler_name
+from diffusion.samplers import check_sampler, describe_sampler, sampler_name
 
 
 def default_model(roots: tuple[str, ...] = RUN_ROOTS, raw: bool = False) -> tuple[Path, str]:
@@ -74,6 +74,8 @@ def check_options(cfg: DictConfig, module: DiffusionModule) -> None:
     if cfg.guidance is not None:
         check_guidance(cfg.guidance, "guidance", minimum=-1)
     check_seed(cfg.seed, "sample")
+    check_sampler(cfg.sampler)
+    check_inception(cfg.eval.inception)
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, module.schedule.timesteps)
     if cfg.repeats != 1 and not cfg.evaluate:
@@ -186,7 +188,7 @@ def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out
     from diffusion.records import read_metrics
     from diffusion.runs import run_dir_of
 
-    source = Identity(run_dir_of(path))
+    source = Identity.read_only(run_dir_of(path))
     made_by = f"pretrained/{cfg.pretrained}" if cfg.pretrained else run_dir_of(path).name
     logger = instantiate(cfg.logger.wandb, save_dir=str(out), job_type="eval", default_name=f"eval {made_by}",
                          group=cfg.logger.wandb.get("group") or source.get("group") or source.get("name") or made_by)

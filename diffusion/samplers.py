@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+import math
+import types
+import typing
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor
@@ -22,7 +25,8 @@ from diffusion.schedule import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 StepCallback = Callable[[int, int, Tensor, Tensor, Tensor], None]  # (step index, t, x after it, ε̃, x_t before)
-CLIP_MODES = ("none", "static", "dynamic")
+Clip = Literal["none", "static", "dynamic"]  # x̂_0 clipping: none, to [-1, 1], or dynamic thresholding
+CLIP_MODES = typing.get_args(Clip)
 SAMPLERS: dict[str, Callable[..., Tensor]] = {}  # name -> sampler function: the registry
 
 
@@ -199,7 +203,8 @@ class Job:
 
 @register_sampler("ddpm")
 @torch.no_grad()
-def ddpm_sample(job: Job, steps: int | None = None, clip: str = "none", sigma: str = "posterior",
+def ddpm_sample(job: Job, steps: int | None = None, clip: Clip = "none",
+                sigma: Literal["posterior", "beta"] = "posterior",
                 guidance_interval: Sequence[float] | None = None) -> Tensor:
     """Ancestral sampling, x_{t−1} = μ̃(x_t, x̂_0) + σ_t·z (Ho et al. 2020, Alg. 2); σ² = β̃_t or β_t."""
     schedule, interval = job.schedule, check_interval(guidance_interval)
@@ -221,7 +226,7 @@ def ddpm_sample(job: Job, steps: int | None = None, clip: str = "none", sigma: s
 
 @register_sampler("ddim")
 @torch.no_grad()
-def ddim_sample(job: Job, steps: int = 50, eta: float = 0.0, clip: str = "none",
+def ddim_sample(job: Job, steps: int = 50, eta: float = 0.0, clip: Clip = "none",
                 guidance_interval: Sequence[float] | None = None) -> Tensor:
     """DDIM, x_prev = √ᾱ_prev·x̂_0 + √(1−ᾱ_prev−σ²)·ε̃ + σ·z (Song et al. 2021, eq. 12); η=0 is deterministic."""
     ts, interval = respaced_timesteps(job.schedule.timesteps, steps), check_interval(guidance_interval)
@@ -240,7 +245,7 @@ def ddim_sample(job: Job, steps: int = 50, eta: float = 0.0, clip: str = "none",
 
 @register_sampler("dpm_solver")
 @torch.no_grad()
-def dpm_solver_sample(job: Job, steps: int = 10, order: int = 3, clip: str = "none",
+def dpm_solver_sample(job: Job, steps: int = 10, order: Literal[2, 3] = 3, clip: Clip = "none",
                       guidance_interval: Sequence[float] | None = None) -> Tensor:
     """DPM-Solver++(2M) or (3M): multistep in data prediction (Lu et al. 2022, Alg. 2 for 2M); the first steps use
     the orders their history allows, the last step lands on x̂_0."""
@@ -302,3 +307,55 @@ def describe_sampler(sampler: Mapping[str, Any]) -> str:
                if k not in ("_target_", "_partial_", "steps") and v not in (None, "none")]
     return ", ".join([sampler_name(sampler["_target_"]), "all T steps" if steps is None else f"{steps} steps",
                       *options])
+
+
+def check_sampler(options: Mapping[str, Any], key: str = "sampler") -> None:
+    """A sampler config's options, each of the type its function declares (a Literal: one of its values), before any
+    work: one line per bad option (`sampler.eta must be a number, got 'abc'`)."""
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.to_container(options, resolve=True) if OmegaConf.is_config(options) else options
+    fn = SAMPLERS.get(sampler_name(str(options.get("_target_"))))
+    if fn is None:
+        return  # not a registered sampler: the checkpoint allow-list and Hydra have their own lines for that
+    hints = typing.get_type_hints(fn)
+    for name, value in options.items():
+        if name in ("_target_", "_partial_"):
+            continue
+        if name not in hints or name == "job":
+            allowed = ", ".join(k for k in hints if k not in ("job", "return"))
+            raise ValueError(f"{key}.{name} is not an option of {sampler_name(fn.__module__ + '.' + fn.__name__)} "
+                             f"({allowed})")
+        if not fits(value, hints[name]):
+            raise ValueError(f"{key}.{name} must be {kind_of(hints[name])}, got {value!r}")
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a config value has the type a sampler option declares (int | None, float, Literal[...], lists)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args and type(value) in {type(a) for a in args}
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint in (int, str, bool):
+        return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    if origin in (Sequence, list, tuple) or (isinstance(origin, type) and issubclass(origin, Sequence)):
+        return isinstance(value, (list, tuple)) and all(fits(v, args[0]) for v in value)
+    return True
+
+
+def kind_of(hint: Any) -> str:
+    """A sampler option's type in words: "a number", "an integer or null", "one of 'none', 'static', 'dynamic'"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(kind_of(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is not None and args:
+        return f"a list of {kind_of(args[0]).removeprefix('a ')}s"
+    return {float: "a number", int: "an integer", str: "a string", bool: "true or false",
+            type(None): "null"}.get(hint, str(hint))

@@ -27,6 +27,7 @@ from diffusion.generate import balanced_labels, generate
 from diffusion.published import paper_scores
 from diffusion.records import format_table, logger_scalars, summarize_seeds, write_metrics
 from diffusion.runs import METRICS
+from diffusion.samplers import check_sampler
 from diffusion.runtime import data_root, sampler_options
 
 
@@ -180,6 +181,7 @@ def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
     if not OmegaConf.is_dict(sampler) or not sampler.get("_target_"):
         raise ConfigError(f"eval.samplers.{name} names no sampler; add one with +sampler@eval.samplers.{name}=NAME "
                           f"({', '.join(sampler_options())})")
+    check_sampler(sampler, key=f"eval.samplers.{name}")
     if sampler.get("steps") is not None:
         check_steps(sampler.steps, timesteps, key=f"eval.samplers.{name}.steps", of="timesteps")
 

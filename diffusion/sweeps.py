@@ -24,7 +24,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from diffusion.distributed import claim_device, in_slurm_job, relaunches_command
-from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, Resume, read_status, record_failure
+from diffusion.files import UnreadableFile
+from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, last_checkpoint, read_status, record_failure
 from diffusion.runtime import CONF_DIR, uses_cuda
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
@@ -117,9 +118,17 @@ def earlier_attempt(hydra_cfg: Any) -> Path | None:
         from omegaconf import OmegaConf
 
         theirs = sorted(o for o in OmegaConf.load(saved) if override_key(str(o)) not in exclude)
-        if theirs == mine and Resume.of(other).checkpoint is not None:
+        if theirs == mine and last_checkpoint(other).is_file() and not finished(other):
             return other
     return None
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run directory's status.json records it finished (an unreadable one does not)."""
+    try:
+        return (read_status(run_dir) or {}).get("status") == OK
+    except UnreadableFile:
+        return False
 
 
 def run_point(hydra_cfg: Any) -> dict[str, Any]:
@@ -134,7 +143,10 @@ def run_point(hydra_cfg: Any) -> dict[str, Any]:
     print(f"job {hydra_cfg.job.num}: DDP point as its own command: {' '.join(command[1:])}", flush=True)
     env = {**os.environ, SWEEP_POINT_ENV: str(hydra_cfg.sweep.dir)}
     code = run_in_group(command, RANK_GRACE_S, env=env, cwd=os.getcwd())
-    status = read_status(run_dir)
+    try:
+        status = read_status(run_dir)
+    except UnreadableFile:
+        status = None
     if status is not None and status.get("status") == OK:
         return status.get("metrics") or {}
     if status is not None and status.get("status") == INTERRUPTED:  # trainer.max_time: the next resume continues

@@ -23,8 +23,9 @@ from diffusion.checks import (ConfigError, check_choice, check_guidance, check_i
                               check_steps)
 from diffusion.distributed import is_rank_zero
 from diffusion.loggers import finish_wandb, record_to_wandb
-from diffusion.runs import CHECKPOINTS, CONFIG, LAST, WEIGHTS, Interrupted, Resume
+from diffusion.runs import CHECKPOINTS, CONFIG, LAST, WEIGHTS, Interrupted, Resume, started
 from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
+from diffusion.samplers import check_sampler
 from diffusion.scoring import check_evaluation, evaluate_run, named_evaluations
 from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
                              sweep_launch_error, sweep_launcher)
@@ -39,6 +40,7 @@ def check_config(cfg: DictConfig) -> None:
     if not cfg.sampler.get("_target_"):
         raise ConfigError("sampler=own is sample.py's (a model's own sampler); a run names the one it samples with: "
                           f"sampler={', '.join(sampler_options())}")
+    check_sampler(cfg.sampler)
     if cfg.sampler.get("steps") is not None:
         check_steps(cfg.sampler.steps, T, of="timesteps")
     for name, sampler in named_evaluations(cfg).items():
@@ -53,8 +55,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps must be an integer ≥ 1 (or -1 with trainer.max_epochs ≥ 1), "
                           f"got {max_steps!r}")
     max_time = cfg.trainer.get("max_time")
-    if max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(max_time)):
-        raise ConfigError(f"trainer.max_time must be DD:HH:MM:SS, e.g. 00:03:50:00, got {max_time!r}")
+    if max_time is not None and not valid_duration(str(max_time)):
+        raise ConfigError(f"trainer.max_time must be DD:HH:MM:SS of at most {MAX_DAYS:,} days, e.g. 00:03:50:00, "
+                          f"got {max_time!r}")
     if not isinstance(cfg.resume, bool):
         raise ConfigError(f"resume must be true or false, got {cfg.resume!r}")
     if cfg.resume and cfg.ckpt_path is not None:
@@ -80,13 +83,28 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(error)
 
 
+MAX_DAYS = 99_999  # a time box far beyond any run, and far inside what a timedelta holds
+
+
+def valid_duration(text: str) -> bool:
+    """DD:HH:MM:SS with hours < 24, minutes and seconds < 60, at most MAX_DAYS days (Lightning's Timer format)."""
+    match = re.fullmatch(r"(\d+):(\d\d):(\d\d):(\d\d)", text)
+    return bool(match) and int(match[1]) <= MAX_DAYS and int(match[2]) < 24 and int(match[3]) < 60 \
+        and int(match[4]) < 60
+
+
 def stopped_short(trainer: L.Trainer) -> str | None:
-    """Why a fit ended before trainer.max_steps because trainer.max_time ran out, else None (finished)."""
+    """Why a fit ended before its steps (or epochs) because trainer.max_time ran out, even before its first step;
+    else None (finished)."""
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     remaining = timer.time_remaining() if timer is not None else None
-    if remaining is None or remaining > 0 or not 0 < trainer.global_step < trainer.max_steps:
+    if remaining is None or remaining > 0:
         return None
-    return f"stopped by trainer.max_time at step {trainer.global_step} of {trainer.max_steps}"
+    if trainer.max_steps > 0 and trainer.global_step < trainer.max_steps:
+        return f"stopped by trainer.max_time at step {trainer.global_step} of {trainer.max_steps}"
+    if trainer.max_steps <= 0 and trainer.current_epoch < trainer.max_epochs:
+        return f"stopped by trainer.max_time in epoch {trainer.current_epoch} of {trainer.max_epochs}"
+    return None
 
 
 def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
@@ -119,7 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     check_config(cfg)
-    if cfg.resume and in_multirun() and Resume.of(cfg.run_dir) == Resume() \
+    if cfg.resume and in_multirun() and not started(cfg.run_dir) \
             and (other := earlier_attempt(HydraConfig.get())) is not None:
         print(f"resume: {cfg.run_dir} starts from step 0 beside {other}, an unfinished run of the same settings in a "
               f"directory named otherwise (by an earlier version); to continue that one, move it to {cfg.run_dir} "

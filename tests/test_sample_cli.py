@@ -153,7 +153,10 @@ def test_bad_pretrained_choice_is_one_line(args, message, tmp_path):
     (["seed=-3"], "seed must be an integer in [0, 2^64 - 1]"),
     (["num_samples=0"], "num_samples must be a positive integer"),
     (["weights=best"], "weights must be 'ema' or 'raw'"),
-    (["sampler=dpm_solver", "sampler.order=4"], "sampler.order must be 2 or 3 (DPM-Solver++(2M) or (3M)), got 4"),
+    (["sampler=dpm_solver", "sampler.order=4"], "sampler.order must be one of 2, 3, got 4"),
+    (["sampler=ddim", "sampler.eta=abc"], "sampler.eta must be a number, got 'abc'"),
+    (["sampler.eta=abc"], "sampler.eta must be a number, got 'abc'"),  # the model's own sampler (ddim)
+    (["mode=bulk", "evaluate=true", "eval.inception=maybe"], "eval.inception must be true, false or published"),
     (["sampler.order=4"], "sampler.order is not an option of this model's own sampler (ddim); name one: sampler=NAME "
                           "sampler.order=4"),
     (["sampler.guidance_interval=[5,1]"], "sampler.guidance_interval must be [σ_lo, σ_hi] with 0 ≤ σ_lo < σ_hi"),

@@ -165,7 +165,12 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.null_label=none", "null_label must be 'learned' or 'zero', got 'none'"),
     ("model.time_dim=0", "time_dim must be a positive integer, got 0"),
     ("sampler=own", "sampler=own is sample.py's (a model's own sampler); a run names the one it samples with"),
-    ("data.val_size=-1", "data.val_size ≥ 0 (0: validate on the test set)"),
+    ("data.val_size=-1", "data.val_size (0: validate on the test set) must be an integer ≥ 0, got -1"),
+    ("data.batch_size=abc", "data.batch_size must be an integer ≥ 1, got 'abc'"),
+    ("sampler=ddim sampler.eta=abc", "sampler.eta must be a number, got 'abc'"),
+    ("sampler=dpm_solver sampler.order=7", "sampler.order must be one of 2, 3, got 7"),
+    ("eval.inception=sometimes", "eval.inception must be true, false or published"),
+    ("trainer.max_time=99999999999:00:00:00", "trainer.max_time must be DD:HH:MM:SS"),
     ("model.activation=tanh", "activation must be one of ['gelu', 'relu', 'silu'], got 'tanh'"),
     ("model.mid_attention=around", "mid_attention must be 'each' or 'between', got 'around'"),
     ("model.up_channels=[64]", "up_channels needs one width per level (3), got [64]"),
@@ -173,7 +178,7 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.stem_channels=0", "stem_channels must be a positive integer, got 0"),
     ("compile=fast", "compile must be true, false or one of default, reduce-overhead, max-autotune; got 'fast'"),
     ("resume=maybe", "resume must be true or false, got 'maybe'"),
-    ("trainer.max_time=5min", "trainer.max_time must be DD:HH:MM:SS, e.g. 00:03:50:00, got '5min'"),
+    ("trainer.max_time=5min", "trainer.max_time must be DD:HH:MM:SS of at most 99,999 days, e.g. 00:03:50:00, got '5min'"),
     ("+eval.samplers.x.steps=5", "eval.samplers.x names no sampler; add one with +sampler@eval.samplers.x=NAME"),
     ("experiment=ablation_schedule eval.samplers.fast.steps=5000",
      "eval.samplers.fast.steps must be an integer between 1 and timesteps (1000), got 5000"),
@@ -332,3 +337,47 @@ def test_a_wandb_agents_run_is_the_one_train_py_logs_into(tmp_path):
     assert run.run.run_id == "agentrun0001" and json.loads((tmp_path / "wandb.json").read_text())["id"] == "agentrun0001"
     assert run.config["choices"]["schedule"] == "cosine" and run.config["timesteps"] == 100
     assert isinstance(run.summary["eval/fast/w0_2/fid"], float)  # the sweep's metric, as W&B reads it
+
+
+def test_a_slot_that_ends_before_its_first_step_is_interrupted_not_finished(tmp_path):
+    from diffusion.runs import read_status
+
+    r = run_main("train.py", *FAST, "eval.num_samples=0", "logger=none", "trainer.max_time=00:00:00:00",
+                 f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = read_status(tmp_path)
+    assert status["status"] == "interrupted" and status["error"].startswith("stopped by trainer.max_time at step 0 of")
+    assert not (tmp_path / "model.safetensors").exists()  # so resume=true trains it, rather than skipping it
+
+
+@pytest.mark.parametrize("name,content,logger", [
+    ("status.json", b"[1, 2]", "logger=none"),                      # another JSON type
+    ("status.json", b"\xff\xfe\x00garbage", "logger=none"),         # not UTF-8
+    ("status.json", b'{"status": "ok", "metr', "logger=none"),      # cut off mid-write
+    ("wandb.json", b'{"id": "../../../x"}', "logger=wandb"),        # an id that is a path
+    ("wandb.json", b'{"id": 5, "name": {"a": 1}}', "logger=wandb"),  # values of other types
+])
+def test_resume_true_over_a_broken_run_state_file_continues_and_says_so_in_one_line(tmp_path, name, content, logger):
+    from diffusion.runs import read_status
+
+    args = [*FAST, "eval.num_samples=0", logger, f"hydra.run.dir={tmp_path}"]
+    r = run_main("train.py", *args, "trainer.max_steps=10")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (tmp_path / "status.json").write_text('{"status": "interrupted", "error": null, "metrics": {}}')
+    (tmp_path / name).write_bytes(content)
+    r = run_main("train.py", *args, "trainer.max_steps=15", "resume=true")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    said = [line for line in r.stdout.splitlines() if f"{tmp_path / name}: " in line]
+    assert len(said) == 1, r.stdout[-3000:]
+    assert f"resume: continuing {tmp_path}" in r.stdout and read_status(tmp_path)["metrics"]["global_step"] == 15
+    if name == "wandb.json":  # a new W&B run, with a sound identity
+        assert json.loads((tmp_path / "wandb.json").read_text())["id"] != "../../../x"
+
+
+@pytest.mark.parametrize("name", ["status.json", "wandb.json"])
+def test_resume_true_over_a_run_state_file_that_is_a_directory_stops_with_one_line(tmp_path, name):
+    (tmp_path / name).mkdir(parents=True)
+    r = run_main("train.py", *FAST, "eval.num_samples=0", "logger=wandb", "resume=true", f"hydra.run.dir={tmp_path}")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name}: a directory"), \
+        r.stderr[-3000:]
