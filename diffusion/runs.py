@@ -1,9 +1,9 @@
 """A run directory: where its files go, and its status.json (written, read, and what `resume=true` makes of it).
 
 Every train.py and sample.py run records `status.json` in its directory: {"status": "ok" | "interrupted" |
-"failed", "error", "overrides", "metrics", "machine" (diffusion.runtime.machine)}. ok: finished, with its final metrics; interrupted: stopped short of its
-steps (trainer.max_time) and continued by the next `resume=true`; failed: the one-line error. The report, resuming
-and the sweeps read it through `read_status` and `Resume` only.
+"failed", "error", "overrides", "metrics", "machine" (diffusion.runtime.machine)}. ok: finished, with its final
+metrics; interrupted: stopped short of its steps (trainer.max_time) and continued by the next `resume=true`;
+failed: the one-line error. The report, resuming and the sweeps read it through `read_status` and `Resume` only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ OK, INTERRUPTED, FAILED = "ok", "interrupted", "failed"
 CHECKPOINTS = "checkpoints"  # <run_dir>/checkpoints: the callback configs reach it as ${checkpoints:${run_dir}}
 LAST, BEST, WEIGHTS = "last.ckpt", "best-*.ckpt", "model.safetensors"
 METRICS, CONFIG = "metrics.json", "config.yaml"  # an evaluation's record; the run's resolved config
-WANDB_IDENTITY = "wandb.json"  # the run directory's W&B run: its id, name, group, artifact, last step (diffusion.loggers)
+WANDB_IDENTITY = "wandb.json"  # the directory's W&B run: id, name, group, artifact, last step (diffusion.loggers)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

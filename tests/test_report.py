@@ -32,7 +32,8 @@ def test_the_paper_tables_show_both_fids_where_measured_and_training_seeds_as_me
     assert rows["cosine", "1000", "0.2"][4] == "30 / 4 / 9.4"
     assert rows["linear", "4000", "0.2"][4] == "not run"
     rows3 = {line[2]: line[4] for line in tables[3][2]}
-    assert rows3 == {"0.2": "21 ± 1.4 / 4 ± 1.4 / 9.5 ± 0 (2 runs)", "0": "not run", "0.5": "– / 5 ± 1.4 / 9.6 ± 0 (2 runs)"}
+    assert rows3 == {"0.2": "21 ± 1.4 / 4 ± 1.4 / 9.5 ± 0 (2 runs)", "0": "not run",
+                     "0.5": "– / 5 ± 1.4 / 9.6 ± 0 (2 runs)"}
 
 
 def test_without_any_inception_fid_the_tables_show_the_classifier_fid_labelled_as_such(tmp_path):

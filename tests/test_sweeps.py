@@ -195,7 +195,8 @@ def check_wandb_of_the_sweep(sweep, resumed, output):
             assert (f.run.run_group, f.run.job_type) == ("ablation_schedule/sweep", "train")
             choices = f.config["choices"]
             assert choices["schedule"] in ("linear", "cosine") and choices["experiment"] == "ablation_schedule"
-            assert f"schedule={choices['schedule']}" in point.name and f"timesteps={f.config['timesteps']}" in point.name
+            assert f"schedule={choices['schedule']}" in point.name
+            assert f"timesteps={f.config['timesteps']}" in point.name
             assert f.config["data"]["batch_size"] == 32 and f.config["loss"] == "l1" and choices["model"] == "mini"
             assert sorted(f.run.tags) == sorted(point.name.split("-", 1)[1].split(","))  # its swept values
             assert all(WANDB_KEY.fullmatch(k) for k in keys_of(f)), sorted(keys_of(f))

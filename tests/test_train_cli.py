@@ -178,7 +178,8 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path):
     ("model.stem_channels=0", "stem_channels must be a positive integer, got 0"),
     ("compile=fast", "compile must be true, false or one of default, reduce-overhead, max-autotune; got 'fast'"),
     ("resume=maybe", "resume must be true or false, got 'maybe'"),
-    ("trainer.max_time=5min", "trainer.max_time must be DD:HH:MM:SS of at most 99,999 days, e.g. 00:03:50:00, got '5min'"),
+    ("trainer.max_time=5min",
+     "trainer.max_time must be DD:HH:MM:SS of at most 99,999 days, e.g. 00:03:50:00, got '5min'"),
     ("+eval.samplers.x.steps=5", "eval.samplers.x names no sampler; add one with +sampler@eval.samplers.x=NAME"),
     ("experiment=ablation_schedule eval.samplers.fast.steps=5000",
      "eval.samplers.fast.steps must be an integer between 1 and timesteps (1000), got 5000"),
@@ -334,7 +335,8 @@ def test_a_wandb_agents_run_is_the_one_train_py_logs_into(tmp_path):
                  "callbacks.progress=null", f"hydra.run.dir={tmp_path}", env={"WANDB_RUN_ID": "agentrun0001"})
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = run_files(tmp_path)
-    assert run.run.run_id == "agentrun0001" and json.loads((tmp_path / "wandb.json").read_text())["id"] == "agentrun0001"
+    assert run.run.run_id == "agentrun0001"
+    assert json.loads((tmp_path / "wandb.json").read_text())["id"] == "agentrun0001"
     assert run.config["choices"]["schedule"] == "cosine" and run.config["timesteps"] == 100
     assert isinstance(run.summary["eval/fast/w0_2/fid"], float)  # the sweep's metric, as W&B reads it
 
