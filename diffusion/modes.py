@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,17 @@ from diffusion.prompts import parse_prompt
 from diffusion.runtime import data_root
 from diffusion.samplers import per_sample_randn, sample_generators, sampler_name
 
-MODES = ("grid", "random", "fixed_noise", "noise_pairs", "progression", "forward", "bulk", "merge", "recognition")
+MODES: dict[str, Callable[[Sampling, Path], list[Path]]] = {}  # name -> mode function: the registry, in `mode=` order
+
+
+def register_mode(name: str) -> Callable[[Callable[..., list[Path]]], Callable[..., list[Path]]]:
+    """Register a sample.py mode as `mode=<name>`: a function of (Sampling, out folder) returning the files written."""
+
+    def register(fn: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+        MODES[name] = fn
+        return fn
+
+    return register
 
 
 class Tracer:
@@ -88,6 +99,7 @@ class Sampling:
         return list(range(len(self.names)))
 
 
+@register_mode("grid")
 def mode_grid(s: Sampling, out: Path) -> list[Path]:
     """Rows = classes, n_per_class columns, labelled with class names."""
     classes, n = s.classes(), s.cfg.n_per_class
@@ -96,6 +108,7 @@ def mode_grid(s: Sampling, out: Path) -> list[Path]:
     return [save_grid(images, out / "grid.png", n, [s.names[c] for c in classes])]
 
 
+@register_mode("random")
 def mode_random(s: Sampling, out: Path) -> list[Path]:
     """A 4×4 grid of random classes (or of the prompted class)."""
     classes = torch.tensor(s.classes())
@@ -105,6 +118,7 @@ def mode_random(s: Sampling, out: Path) -> list[Path]:
     return [save_grid(images, out / "random.png", 4, rows)]
 
 
+@register_mode("fixed_noise")
 def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
     """One starting noise x_T, every label: what the label alone changes; x_T shown first."""
     k = len(s.names)
@@ -114,6 +128,7 @@ def mode_fixed_noise(s: Sampling, out: Path) -> list[Path]:
     return [save_grid(strip, out / "fixed_noise.png", k + 1, col_labels=["x_T", *[str(i) for i in range(k)]])]
 
 
+@register_mode("noise_pairs")
 def mode_noise_pairs(s: Sampling, out: Path) -> list[Path]:
     """The seed blog's figure: n_progression starting noises x_T (top row) above the images they become (one class
     each, cycling; the prompted class if set)."""
@@ -126,6 +141,7 @@ def mode_noise_pairs(s: Sampling, out: Path) -> list[Path]:
     return [save_grid(pairs, out / "noise_pairs.png", n, ["x_T", "x_0"], names)]
 
 
+@register_mode("progression")
 def mode_progression(s: Sampling, out: Path) -> list[Path]:
     """Denoising paths x_t every `every` steps, as a PNG strip (rows = samples) and an animated GIF."""
     n, path = s.cfg.n_progression, []
@@ -153,6 +169,7 @@ def first_test_images(spec: Any, classes: list[int], per_class: int) -> tuple[Te
     return to_model_range(images[pick], spec.pad), labels[pick]
 
 
+@register_mode("forward")
 def mode_forward(s: Sampling, out: Path) -> list[Path]:
     """Real test images noised at increasing t: the forward process q(x_t | x_0)."""
     spec = s.module.data_spec
@@ -168,6 +185,7 @@ def mode_forward(s: Sampling, out: Path) -> list[Path]:
                       [f"t={int(t)}" for t in ts])]
 
 
+@register_mode("recognition")
 def mode_recognition(s: Sampling, out: Path) -> list[Path]:
     """When noise hides the class and when sampling reveals it (the seed report's analysis): the evaluator's accuracy
     on `num_samples` test images noised to each of 41 timesteps, and on n_per_class samples per class after every
@@ -244,6 +262,7 @@ def shard_range(cfg: DictConfig) -> range:
     return range(cfg.num_samples) if cfg.shard is None else range(*cfg.shard)
 
 
+@register_mode("bulk")
 def mode_bulk(s: Sampling, out: Path) -> list[Path]:
     """num_samples images (or the shard [start, stop) of them) to samples.npz (uint8 (N, H, W), or (N, H, W, 3) in
     colour, labels, indices and what made them), optionally PNGs; Ctrl-C keeps what is done."""
@@ -291,6 +310,7 @@ def merged_shards(s: Sampling) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p["images"] for p in parts])[order], np.concatenate([p["labels"] for p in parts])[order]
 
 
+@register_mode("merge")
 def mode_merge(s: Sampling, out: Path) -> list[Path]:
     """Shards of one bulk run (`shards=[dir, ...]`) -> the samples.npz that run would have written whole."""
     images, labels = merged_shards(s)
@@ -327,8 +347,3 @@ def interactive(s: Sampling, out: Path, stdin: Any = sys.stdin) -> None:
 
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-
-
-MODE_FUNCS = {"grid": mode_grid, "random": mode_random, "fixed_noise": mode_fixed_noise,
-              "noise_pairs": mode_noise_pairs, "progression": mode_progression, "forward": mode_forward,
-              "bulk": mode_bulk, "merge": mode_merge, "recognition": mode_recognition}

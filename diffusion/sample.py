@@ -13,7 +13,7 @@ from diffusion.checkpoint import (DEFAULT_PRETRAINED, RUN_ROOTS, load_module, ow
 from diffusion.checks import check_guidance, check_inception, check_seed, check_steps
 from diffusion.files import file_digest
 from diffusion.module import DiffusionModule
-from diffusion.modes import (MODE_FUNCS, MODES, Sampling, from_pixels, interactive, merged_shards, pixels,
+from diffusion.modes import (MODES, Sampling, from_pixels, interactive, merged_shards, pixels,
                             save_npz, save_pngs)
 from diffusion.prompts import parse_prompt
 from diffusion.runs import METRICS
@@ -166,7 +166,7 @@ def run(cfg: DictConfig) -> list[Path]:
     elif cfg.evaluate:
         written = (evaluate_merged if cfg.mode == "merge" else evaluate_bulk)(s, path, out)
     else:
-        written = MODE_FUNCS[cfg.mode](s, out)
+        written = MODES[cfg.mode](s, out)
         for p in written:
             print(p)
     if cfg.evaluate and (cfg.get("logger") or {}).get("wandb") is not None:
