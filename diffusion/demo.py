@@ -37,7 +37,7 @@ from diffusion.module import DiffusionModule
 from diffusion.checks import check_guidance, check_seed, check_steps
 from diffusion.generate import generate as generate_images
 from diffusion.prompts import parse_prompt
-from diffusion.records import read_metrics, value
+from diffusion.records import headline_line, read_metrics
 from diffusion.runs import METRICS, run_dir_of
 from diffusion.runtime import config_option, resolve_device, sampler_options
 from diffusion.samplers import sampler_name
@@ -93,10 +93,7 @@ def describe(path: str, allowed: list[str]) -> str:
         try:
             r = read_metrics(metrics)
             seeds = f" × {r['num_seeds']} seeds" if "num_seeds" in r else ""
-            text += (f" Run metrics ({r['num_samples']} samples{seeds}): FID {value(r, 'fid'):.2f} (classifier "
-                     "features)" + (f", FID {value(r, 'fid_inception'):.2f} (Inception)"
-                                    if value(r, "fid_inception") is not None else "")
-                     + f", IS {value(r, 'is'):.2f}, class accuracy {value(r, 'class_accuracy'):.3f}.")
+            text += f" Run metrics ({r['num_samples']} samples{seeds}): {headline_line(r)}."
         except (ValueError, KeyError, TypeError):
             pass
     return text

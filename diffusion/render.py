@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from diffusion.published import PAPER_BATCH, PAPER_IS_NETWORK, PAPER_ITERATIONS, PAPER_REPEATS, PAPER_TABLES
-from diffusion.records import read_metrics, sampler_label, shown, spread, value
+import diffusion.records
+from diffusion.records import read_metrics, sampler_label, shown, value
 from diffusion.runs import METRICS, WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,14 +44,6 @@ def markdown(header: list[str], rows: list[list[Any]], align: str | None = None)
     marks = ["---:" if a == "r" else "---" for a in (align or "l" * len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]) + "\n"
-
-
-def percent(m: dict[str, Any], key: str = "class_accuracy") -> str:
-    """An accuracy as "99.88%", or "99.88% ± 0.07%" over sample seeds."""
-    v, s = value(m, key), spread(m, key)
-    if v is None:
-        return ""
-    return f"{100 * v:.2f}%" + ("" if s is None else f" ± {100 * s:.2f}%")
 
 
 def link(doc: Path, target: Path, text: str) -> str:
@@ -93,20 +86,25 @@ def pretrained_table(doc: Path) -> str:
         size = (folder / WEIGHTS).stat().st_size / 1e6
         fid = (f"{shown(m, 'fid_inception', fixed=2)} (ω = {m['guidance']:g}, {sampler_label(m)}, "
                f"{m['num_seeds']} sample seeds × {m['num_samples']:,})")
-        rows.append([f"`{name}`", training(m), fid, percent(m), f"{value(m, 'is'):.2f}",
+        rows.append([f"`{name}`", training(m), fid, accuracy(m), f"{value(m, 'is'):.2f}",
                      f"{link(doc, folder / 'README.md', f'`pretrained/{name}/`')}, {size:.1f} MB"])
     return markdown(["model", "training", "standard FID (paper protocol)", "class accuracy", "IS", "files"], rows)
 
 
 @table("seeds")
 def seeds_table(doc: Path, path: str) -> str:
-    """One evaluation repeated with several sample seeds: a row per seed, then mean ± std."""
+    """One evaluation repeated with several sample seeds: a row per seed, then mean ± std, a column per headline
+    metric (diffusion.records.HEADLINE)."""
     m = records(path)
-    rows = [[r.get("seed", i), f"{r['fid_inception']:.2f}", f"{r['fid']:.2f}", f"{r['is']:.3f}",
-             percent(r)] for i, r in enumerate(m["seeds"])]
-    rows.append(["mean ± std", shown(m, "fid_inception", fixed=2), shown(m, "fid", fixed=2),
-                 shown(m, "is", fixed=3), percent(m)])
-    return markdown(["sample seed", "standard FID", "classifier FID", "IS", "class accuracy"], rows, "rrrrr")
+    headline = diffusion.records.HEADLINE
+    rows = [[r.get("seed", i), *[h.show(r) for h in headline]] for i, r in enumerate(m["seeds"])]
+    rows.append(["mean ± std", *[h.show(m) for h in headline]])
+    return markdown(["sample seed", *[h.label for h in headline]], rows, "r" * (1 + len(headline)))
+
+
+def accuracy(m: dict[str, Any]) -> str:
+    """The class accuracy as the docs show it: "99.88%", "99.88% ± 0.07%"."""
+    return next(h for h in diffusion.records.HEADLINE if h.key == "class_accuracy").show(m)
 
 
 @table("paper")
@@ -128,7 +126,7 @@ def paper_table(doc: Path) -> str:
                                                         m.get("default_sampler_10k"))):
             if r:
                 rows.append([label, f"{units(m):g}", sampler_label(r), f"{m['guidance']:g}",
-                             f"{shown(r, 'fid_inception', fixed=2)} ({r['num_seeds']} sample seeds)", percent(r),
+                             f"{shown(r, 'fid_inception', fixed=2)} ({r['num_seeds']} sample seeds)", accuracy(r),
                              f"{value(r, 'is'):.2f} (our classifier)"])
     return markdown(["model", "training units", "sampler", "ω", "standard FID", "class accuracy", "IS"], rows)
 
@@ -141,7 +139,7 @@ def jsonl_table(doc: Path, path: str) -> str:
         r = json.loads(line)
         setting = r["setting"] + (f" guidance_interval={r['guidance_interval']}" if r.get("guidance_interval") else "")
         rows.append([f"`{setting}`", r["steps"], f"{r['guidance']:g}", f"{r['fid_inception']:.2f}",
-                     f"{r['fid']:.2f}", f"{r['is']:.2f}", percent(r)])
+                     f"{r['fid']:.2f}", f"{r['is']:.2f}", accuracy(r)])
     return markdown(["sampler", "steps", "ω", "standard FID", "classifier FID", "IS", "class accuracy"], rows,
                     "lrrrrrr")
 

@@ -26,8 +26,8 @@ PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
 BESIDE = {"fid_inception": PAPER, "is": PAPER_IS}  # the paper's figure goes beside our metric of that key
 IS_NOTE = (f"IS: the paper's from {PAPER_IS_NETWORK}, ours from our classifier (diffusion/classifier.py); neither is "
-           "Inception-v3's, and the two are not comparable. Inception FID: both Inception-v3, 28×28; the classifier "
-           "FID uses our classifier's features and is comparable only with itself.")
+           "Inception-v3's, and the two are not comparable. Standard FID: both Inception-v3 features, 28×28; the "
+           "classifier FID uses our classifier's features and is comparable only with itself.")
 
 
 def columns() -> list[str]:

@@ -26,7 +26,7 @@ def test_the_paper_tables_show_both_fids_where_measured_and_training_seeds_as_me
     record(tmp_path / "2-schedule=cosine,timesteps=1000", 0.2, 0, 4.0, 9.4, fid_inception=30.0, schedule="cosine")
     tables = paper_table_rows(collect(tmp_path))
     title, header, lines = tables[2]
-    assert header[-1] == "ours, fast: Inception FID / classifier FID / classifier IS"
+    assert header[-1] == "ours, fast: standard FID / classifier FID / classifier IS"
     rows = {(line[0], line[1], line[2]): line for line in lines}
     assert rows["linear", "1000", "0.2"][3:] == ["16.19 / 9.56", "21 ± 1.4 / 4 ± 1.4 / 9.5 ± 0 (2 runs)"]
     assert rows["cosine", "1000", "0.2"][4] == "30 / 4 / 9.4"

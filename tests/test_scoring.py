@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg
+from conftest import ROOT, compose_cfg
 from wandb_files import WANDB_KEY
 from diffusion import records, report
 from diffusion.checkpoint import load_module
@@ -45,15 +45,31 @@ def test_train_and_sample_share_one_eval_schema():
         EvalSettings(batch_size=64, inception=True)
 
 
-def test_a_new_headline_metric_is_one_key(monkeypatch):
-    """Adding a metric: its value in evaluate()'s dict and one Metric in records.HEADLINE; the rest follows."""
+def test_a_new_headline_metric_is_one_key(monkeypatch, tmp_path):
+    """Adding a metric: its value in evaluate()'s dict and one Metric in records.HEADLINE; the rest follows: the
+    seed summary, the logger keys, the report, the printed table, a rendered docs table and the demo."""
+    import shutil
+
+    from diffusion import demo, render
+
     monkeypatch.setattr(records, "HEADLINE", (*records.HEADLINE, Metric("precision", "precision")))
-    runs = [{"data": "mnist", "num_samples": 10, "fid": f, "is": 9.0, "class_accuracy": 0.9, "precision": p}
-            for f, p in ((1.0, 0.5), (3.0, 0.7))]
+    runs = [{"data": "mnist", "num_samples": 10, "fid": f, "is": 9.0, "class_accuracy": 0.9, "precision": p,
+             "seed": s, "confusion": [[9, 1], [0, 10]], "per_class_accuracy": [0.9, 1.0]}
+            for s, (f, p) in enumerate(((1.0, 0.5), (3.0, 0.7)))]
     summary = summarize_seeds(runs)
     assert summary["precision_mean"] == pytest.approx(0.6) and "precision 0.6 ± 0.14" in summary["summary"]
     assert logger_scalars(runs[0], guidance=1)["eval/w1/precision"] == 0.5
     assert "precision" in report.columns() and report._row("run", summary)["precision"] == "0.6 ± 0.14"
+    assert "precision 0.50" in records.format_table(runs[0], ["a", "b"]).splitlines()[0]  # the printed table
+    (tmp_path / "metrics.json").write_text(json.dumps(summary))
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    table = render.TABLES["seeds"](tmp_path / "doc.md", "metrics.json")  # a rendered docs table
+    assert table.splitlines()[0].endswith("| precision |") and "| 0.60 ± 0.14 |" in table.splitlines()[-1]
+    model = tmp_path / "run" / "model.safetensors"  # the demo's description of a run's model
+    model.parent.mkdir()
+    shutil.copy(ROOT / "pretrained" / "mnist" / "model.safetensors", model)
+    (model.parent / "metrics.json").write_text(json.dumps(runs[0]))
+    assert "precision 0.50" in demo.describe(str(model), [str(model)])
 
 
 def test_one_and_several_seeds_read_alike():
