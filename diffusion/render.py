@@ -166,6 +166,19 @@ def sweep_points(doc: Path, path: str) -> str:
     return markdown(header, cells, "llrrrrrl")
 
 
+@table("setup_times")
+def setup_times(doc: Path, path: str) -> str:
+    """How long the set-up commands took on a fresh clone, per machine (a JSONL record: command, seconds, machine,
+    commit, what the time covers)."""
+    from diffusion.report import duration
+
+    rows = []
+    for line in (ROOT / path).read_text().splitlines():
+        r = json.loads(line)
+        rows.append([f"`{r['command']}`", duration(r["seconds"]), r["machine"], f"`{r['commit']}`", r["covers"]])
+    return markdown(["command", "time", "machine", "commit", "what it covers"], rows, "lrlll")
+
+
 def render(text: str, doc: Path) -> str:
     """`text` with every rendered table rebuilt from its records."""
 
