@@ -114,6 +114,18 @@ class FitClock(L.Callback):
         return found
 
 
+def time_line(metrics: dict[str, Any]) -> str:
+    """Where a run's time went, as printed at its end: the training steps' images/s and seconds, then the rest."""
+    if "fit_seconds" not in metrics:
+        return ""
+    besides = [f"{label} {metrics[key]:.0f} s" for key, label in TIME_SPENT if metrics.get(key)]
+    return (f": {rate(metrics['fit_images_per_s'])} training images/s over {metrics['fit_seconds']:.0f} s of training "
+            "steps" + (f" (besides: {', '.join(besides)})" if besides else ""))
+
+
+TIME_SPENT = (("validation_seconds", "validation"), ("grid_seconds", "sample grids"), ("eval_seconds", "evaluation"))
+
+
 class RunTimeLimit(L.Callback):
     """`trainer.max_time` as the limit of this run, not of the runs it resumes: Lightning's Timer would restore the
     time already spent from the checkpoint and stop a resumed run at once, so a time-boxed slot (`trainer.max_time=…

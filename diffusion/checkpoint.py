@@ -200,6 +200,41 @@ def load_module(path: str | Path, weights: str = "ema", device: str | torch.devi
     return module.eval()
 
 
+def use_best_weights(module: Any, trainer: Any) -> bool:
+    """eval.weights=best: the weights of the best validation loss's checkpoint into the module (every rank), for the
+    export and the evaluation; False, said in a line, when no validation made one (the final weights stay)."""
+    best = best_checkpoint(trainer)
+    path = best.best_model_path if best is not None else ""
+    if not path:
+        if trainer.is_global_zero:
+            print("eval.weights=best: no validation loss was recorded, so there is no best checkpoint; "
+                  "the final weights are used")
+        return False
+    ckpt = read_checkpoint(path)
+    module.load_state_dict(ckpt["state_dict"])  # the EMA weights when EMA is on (a checkpoint's state_dict)
+    module.checkpoint_step = ckpt["global_step"]
+    if trainer.is_global_zero:
+        print(f"eval.weights=best: the weights of step {ckpt['global_step']}, the best validation loss "
+              f"({float(best.best_model_score):.5g}; {path})")
+    return True
+
+
+def best_checkpoint(trainer: Any) -> Any:
+    """The checkpoint callback that keeps the best monitored value (callbacks.best_checkpoint), as Lightning exposes
+    it: trainer.checkpoint_callback, the first configured; None when that one monitors nothing (last.ckpt's)."""
+    callback = trainer.checkpoint_callback
+    return callback if callback is not None and callback.monitor else None
+
+
+def final_is_best(trainer: Any) -> bool:
+    """Whether the run's last validation loss is its best checkpoint's (the exported weights are then the best)."""
+    best = best_checkpoint(trainer)
+    if best is None or best.best_model_score is None:
+        return False
+    last = trainer.callback_metrics.get(best.monitor)
+    return last is not None and float(last) <= float(best.best_model_score)
+
+
 def export_safetensors(module: Any, path: str | Path, dtype: torch.dtype = torch.float32) -> Path:
     """The module's weights as safetensors (floating tensors stored as `dtype`; loading casts them back), its
     hyper-parameters and step as metadata (written atomically)."""

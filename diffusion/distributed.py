@@ -1,9 +1,10 @@
 """Running on several devices: which rank this is, whether Lightning re-launches the command for its ranks,
-gathering images across ranks, and one free GPU per parallel sweep job."""
+gathering images across ranks, one free GPU per parallel sweep job, and waiting for a run's ranks to exit."""
 
 from __future__ import annotations
 
 import fcntl
+import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # start ranks without re-running the command line
+RANK_GRACE_S = 60  # how long a finished run's other ranks may take to exit before they are killed
 
 
 def is_rank_zero() -> bool:
@@ -88,3 +90,15 @@ def claim_device(lock_dir: Path, count: int, preferred: int = 0) -> Iterator[int
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
         return
+
+
+
+def wait_for_ranks(trainer: Any, timeout_s: float = RANK_GRACE_S) -> None:
+    """Rank 0 returns only once the ranks Lightning started for it have exited (killed after `timeout_s`), so a
+    finished run leaves no process behind. (On an exception Lightning kills them itself.)"""
+    for proc in getattr(trainer.strategy.launcher, "procs", []):
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            print(f"rank process {proc.pid} still running {timeout_s:.0f} s after the run finished; killed")
+            proc.kill()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,32 @@ class Resume:
             return cls(finished=status.get("metrics") or {})
         last = last_checkpoint(run_dir)
         return cls(checkpoint=last if last.is_file() else None)
+
+
+def parameter_table(model: Any, depth: int = 2) -> tuple[str, int]:
+    """Markdown table of trainable parameters grouped by module path (`depth` components), and the exact total."""
+    groups: dict[str, int] = defaultdict(int)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[".".join(name.split(".")[:-1][:depth]) or name] += p.numel()
+    total = sum(groups.values())
+    rows = [f"| `{k}` | {v:,} |" for k, v in groups.items()]
+    return "\n".join(["| module | parameters |", "|---|---:|", *rows, f"| **total** | **{total:,}** |", ""]), total
+
+
+def write_run_files(cfg: Any, module: Any, run_dir: Path) -> int:
+    """params.md and the resolved config in the run directory (rank 0 only); returns the trainable parameter count."""
+    from omegaconf import OmegaConf
+
+    from diffusion.distributed import is_rank_zero
+
+    table, total = parameter_table(module.net)
+    if not is_rank_zero():
+        return total
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = getattr(module.net, "parameter_parts", dict)()
+    by_part = "".join(f"| {k} | {v:,} |\n" for k, v in parts.items())
+    by_part = f"## By part\n\n| part | parameters |\n|---|---:|\n{by_part}\n## By module\n\n" if parts else ""
+    (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{by_part}{table}")
+    (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return total

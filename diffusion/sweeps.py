@@ -23,13 +23,12 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from diffusion.distributed import claim_device, in_slurm_job, relaunches_command
+from diffusion.distributed import RANK_GRACE_S, claim_device, in_slurm_job, relaunches_command
 from diffusion.files import UnreadableFile
 from diffusion.runs import FAILED, INTERRUPTED, OK, Interrupted, last_checkpoint, read_status, record_failure
 from diffusion.runtime import CONF_DIR, uses_cuda
 
 SWEEP_POINT_ENV = "DIFFUSION_SWEEP_POINT"  # set to the sweep directory for the command a DDP sweep point runs
-RANK_GRACE_S = 60  # how long a finished point's other ranks may take to exit before they are killed
 PARALLEL_LAUNCHERS = ("joblib",)  # launchers that run several points at once in one node's processes
 
 

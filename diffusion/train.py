@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import time
-from collections import defaultdict
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -14,20 +12,20 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor, Timer
+from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion.callbacks import FitClock, RunTimeLimit, SampleGrid, rate
-from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, read_checkpoint
+from diffusion.callbacks import FitClock, RunTimeLimit, SampleGrid, time_line
+from diffusion.checkpoint import SafeCheckpointIO, export_safetensors, final_is_best, read_checkpoint, use_best_weights
 from diffusion.checks import (ConfigError, check_choice, check_guidance, check_inception, check_positive, check_seed,
                               check_steps)
-from diffusion.distributed import is_rank_zero
+from diffusion.distributed import is_rank_zero, wait_for_ranks
 from diffusion.loggers import finish_wandb, record_to_wandb
-from diffusion.runs import CHECKPOINTS, CONFIG, LAST, WEIGHTS, Interrupted, Resume, started
+from diffusion.runs import CHECKPOINTS, LAST, WEIGHTS, Interrupted, Resume, started, write_run_files
 from diffusion.runtime import configure_cuda, device_line, sampler_options, uses_cuda
 from diffusion.samplers import check_sampler
 from diffusion.scoring import check_evaluation, evaluate_run, named_evaluations
-from diffusion.sweeps import (RANK_GRACE_S, earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
+from diffusion.sweeps import (earlier_attempt, in_multirun, job_device, run_point, runs_as_own_command,
                              sweep_launch_error, sweep_launcher)
 
 
@@ -105,31 +103,6 @@ def stopped_short(trainer: L.Trainer) -> str | None:
     if trainer.max_steps <= 0 and trainer.current_epoch < trainer.max_epochs:
         return f"stopped by trainer.max_time in epoch {trainer.current_epoch} of {trainer.max_epochs}"
     return None
-
-
-def parameter_table(model: torch.nn.Module, depth: int = 2) -> tuple[str, int]:
-    """Markdown table of trainable parameters grouped by module path (`depth` components), and the exact total."""
-    groups: dict[str, int] = defaultdict(int)
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups[".".join(name.split(".")[:-1][:depth]) or name] += p.numel()
-    total = sum(groups.values())
-    rows = [f"| `{k}` | {v:,} |" for k, v in groups.items()]
-    return "\n".join(["| module | parameters |", "|---|---:|", *rows, f"| **total** | **{total:,}** |", ""]), total
-
-
-def write_run_files(cfg: DictConfig, module: L.LightningModule, run_dir: Path) -> int:
-    """params.md and the resolved config in the run directory (rank 0 only); returns the trainable parameter count."""
-    table, total = parameter_table(module.net)
-    if not is_rank_zero():
-        return total
-    run_dir.mkdir(parents=True, exist_ok=True)
-    parts = getattr(module.net, "parameter_parts", dict)()
-    by_part = "".join(f"| {k} | {v:,} |\n" for k, v in parts.items())
-    by_part = f"## By part\n\n| part | parameters |\n|---|---:|\n{by_part}\n## By module\n\n" if parts else ""
-    (run_dir / "params.md").write_text(f"# Trainable parameters: {total:,}\n\n{by_part}{table}")
-    (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return total
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -217,63 +190,6 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     if trainer.is_global_zero:
         print(f"finished at step {trainer.global_step}{time_line(metrics)}; run directory: {run_dir}")
     return metrics
-
-
-def time_line(metrics: dict[str, Any]) -> str:
-    """Where a run's time went, as printed at its end: the training steps' images/s and seconds, then the rest."""
-    if "fit_seconds" not in metrics:
-        return ""
-    besides = [f"{label} {metrics[key]:.0f} s" for key, label in TIME_SPENT if metrics.get(key)]
-    return (f": {rate(metrics['fit_images_per_s'])} training images/s over {metrics['fit_seconds']:.0f} s of training "
-            "steps" + (f" (besides: {', '.join(besides)})" if besides else ""))
-
-
-TIME_SPENT = (("validation_seconds", "validation"), ("grid_seconds", "sample grids"), ("eval_seconds", "evaluation"))
-
-
-def wait_for_ranks(trainer: L.Trainer, timeout_s: float = RANK_GRACE_S) -> None:
-    """Rank 0 returns only once the ranks Lightning started for it have exited (killed after `timeout_s`), so a
-    finished run leaves no process behind. (On an exception Lightning kills them itself.)"""
-    for proc in getattr(trainer.strategy.launcher, "procs", []):
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            print(f"rank process {proc.pid} still running {timeout_s:.0f} s after the run finished; killed")
-            proc.kill()
-
-
-def use_best_weights(module: L.LightningModule, trainer: L.Trainer) -> bool:
-    """eval.weights=best: the weights of the best validation loss's checkpoint into the module (every rank), for the
-    export and the evaluation; False, said in a line, when no validation made one (the final weights stay)."""
-    best = best_checkpoint(trainer)
-    path = best.best_model_path if best is not None else ""
-    if not path:
-        if trainer.is_global_zero:
-            print("eval.weights=best: no validation loss was recorded, so there is no best checkpoint; "
-                  "the final weights are used")
-        return False
-    ckpt = read_checkpoint(path)
-    module.load_state_dict(ckpt["state_dict"])  # the EMA weights when EMA is on (a checkpoint's state_dict)
-    module.checkpoint_step = ckpt["global_step"]
-    if trainer.is_global_zero:
-        print(f"eval.weights=best: the weights of step {ckpt['global_step']}, the best validation loss "
-              f"({float(best.best_model_score):.5g}; {path})")
-    return True
-
-
-def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
-    """The checkpoint callback that keeps the best monitored value (callbacks.best_checkpoint), if any:
-    trainer.checkpoint_callback is the first one, the unmonitored last.ckpt writer."""
-    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
-
-
-def final_is_best(trainer: L.Trainer) -> bool:
-    """Whether the run's last validation loss is its best checkpoint's (the exported weights are then the best)."""
-    best = best_checkpoint(trainer)
-    if best is None or best.best_model_score is None:
-        return False
-    last = trainer.callback_metrics.get(best.monitor)
-    return last is not None and float(last) <= float(best.best_model_score)
 
 
 def objective(metrics: dict[str, Any], key: str = "val/loss") -> float:

@@ -70,7 +70,7 @@ def test_the_clock_counts_training_steps_not_validation_or_end_of_fit_work_and_a
 
 
 def test_the_end_of_run_line_puts_the_other_work_beside_the_training_time():
-    from diffusion.train import time_line
+    from diffusion.callbacks import time_line
 
     line = time_line({"fit_seconds": 1720.4, "fit_images_per_s": 93.0, "validation_seconds": 41.0,
                       "grid_seconds": 490.2, "eval_seconds": 0.0})
