@@ -89,3 +89,21 @@ def test_logger_keys_are_valid_wandb_keys_for_any_evaluation_name_and_guidance()
     for name, w in (("ddim-50", -1), ("2m.20", 0.25), ("paper", 0), (None, 7.5)):
         for key in logger_scalars(m, name, w):
             assert WANDB_KEY.fullmatch(key), key
+
+
+def test_inception_published_scores_the_standard_fid_only_where_the_paper_has_a_figure():
+    from types import SimpleNamespace
+
+    from diffusion.checks import ConfigError, check_inception
+
+    def module(data, kind, T):
+        return SimpleNamespace(schedule=SimpleNamespace(kind=kind, timesteps=T), data_spec=SimpleNamespace(name=data))
+
+    published = EvalSettings(inception="published")
+    assert [published.wants_inception(module("mnist", "linear", 1000), w) for w in (0.2, 0, 0.5, 1)] == \
+        [True, True, True, False]  # Table 2 and Table 3's ω at linear, T = 1000
+    assert [published.wants_inception(module("mnist", "cosine", 4000), w) for w in (0.2, 0)] == [True, False]
+    assert not published.wants_inception(module("fashion", "linear", 1000), 0.2)  # the paper reports MNIST only
+    assert EvalSettings(inception=True).wants_inception(module("fashion", "cosine", 50), 3.0)
+    with pytest.raises(ConfigError, match="eval.inception must be true, false or published"):
+        check_inception("yes")
