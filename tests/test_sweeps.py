@@ -233,12 +233,12 @@ def test_a_time_boxed_slot_then_resume_true_without_it_continues_every_point_in_
 
     sweep = tmp_path / "sweep"
     args = ["-m", "experiment=ablation_schedule_small", *[a for a in TINY if a != "logger=csv"], "logger=wandb",
-            "eval.num_samples=20", "timesteps=1000", "schedule=linear,cosine", f"hydra.sweep.dir={sweep}"]
+            "timesteps=1000", "schedule=linear,cosine", f"hydra.sweep.dir={sweep}"]
     r = run_entry("train.py", *args, "trainer.max_steps=100000", "trainer.max_time=00:00:00:02")
     assert r.returncode == 0, r.stderr[-3000:]
     points = sorted(sweep.glob("[0-9]-*"))
-    assert [p.name for p in points] == ["0-eval.num_samples=20,schedule=linear,timesteps=1000",
-                                        "1-eval.num_samples=20,schedule=cosine,timesteps=1000"]  # no max_time
+    assert [p.name for p in points] == ["0-eval.num_samples=40,schedule=linear,timesteps=1000",
+                                        "1-eval.num_samples=40,schedule=cosine,timesteps=1000"]  # no max_time
     first = [read_status(p) for p in points]
     assert [s["status"] for s in first] == ["interrupted"] * 2
     stopped = [s["metrics"]["global_step"] for s in first]
