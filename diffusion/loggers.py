@@ -123,7 +123,7 @@ def checked_identity(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class Identity:
+class WandbIdentity:
     """The W&B run of a run directory, kept in its wandb.json: the id every resume logs into again, the name and
     group it was given, its model artifact and the last step it logged (where a resumed attempt carries on)."""
 
@@ -144,7 +144,7 @@ class Identity:
             self.data = {}
 
     @classmethod
-    def read_only(cls, run_dir: str | Path) -> Identity:
+    def read_only(cls, run_dir: str | Path) -> WandbIdentity:
         """Another run's identity, for its group, project and artifact: empty where it cannot be read."""
         try:
             return cls(run_dir, quiet=True)
@@ -167,13 +167,13 @@ class Identity:
         atomic_write(self.path, lambda f: f.write(text))
 
 
-class RunLogger(WandbLogger):
+class WandbRunLogger(WandbLogger):
     """Lightning's WandbLogger, one W&B run per run directory: history steps are optimizer steps, so a resumed run
     continues the curves from its checkpoint; steps W&B already holds for the run (online: its resumed step;
     offline: what earlier attempts wrote) are not logged again, as W&B itself refuses them. Plus the evaluation as
     data and the model as an artifact."""
 
-    def __init__(self, *, identity: Identity, **kwargs: Any) -> None:
+    def __init__(self, *, identity: WandbIdentity, **kwargs: Any) -> None:
         super().__init__(id=identity.get("id"), **kwargs)
         self.identity = identity
         self._floor: int | None = None
@@ -278,13 +278,13 @@ class RunLogger(WandbLogger):
 def wandb_logger(project: str, save_dir: str, name: str | None = None, default_name: str | None = None,
                  group: str | None = None, job_type: str = "train", tags: Sequence[str] = (),
                  entity: str | None = None, save_code: bool = True, log_model: bool = False,
-                 **kwargs: Any) -> RunLogger:
+                 **kwargs: Any) -> WandbRunLogger:
     """The run directory's W&B run (`wandb_mode()`), named, grouped and tagged after its sweep point unless `name` /
     `group` are set; the run a `wandb agent` started (WANDB_RUN_ID) where there is one; prints where it goes.
     Offline runs are uploaded later with `wandb sync`."""
     from diffusion.distributed import is_rank_zero
 
-    identity = Identity(save_dir)
+    identity = WandbIdentity(save_dir)
     found = sweep_identity(default_name)
     name, group = name or found.get("name"), group or found.get("group")
     tags = list(dict.fromkeys([*tags, *found["tags"]]))
@@ -303,7 +303,7 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None, default_n
                  f"{Path(save_dir) / 'wandb'}/offline-run-*`" if mode == "offline" else
                  f"{mode} at {wandb_base_url()}")
         print(f"W&B: run {name} ({identity.get('id')}){again}, {where}")
-    return RunLogger(identity=identity, project=project, save_dir=save_dir, name=name, group=group,
+    return WandbRunLogger(identity=identity, project=project, save_dir=save_dir, name=name, group=group,
                      job_type=job_type, tags=[t[:64] for t in tags],  # W&B refuses longer tags
                      entity=entity, save_code=save_code, log_model=log_model, offline=mode == "offline", **kwargs)
 
@@ -312,7 +312,7 @@ def record_to_wandb(trainer: Any, run_dir: Path, metrics: dict[str, Any], best: 
     """W&B (rank 0): the fit's time, images/s and step in the run summary, and the model artifact: the exported
     weights with their config and metrics.json files, the run's scalars as its metadata (alias best: `best`)."""
     for logger in trainer.loggers:
-        if not isinstance(logger, RunLogger):
+        if not isinstance(logger, WandbRunLogger):
             continue
         logger.experiment.summary.update({k: v for k, v in metrics.items() if k in FIT_SUMMARY})
         files = [run_dir / WEIGHTS, run_dir / CONFIG, *sorted(run_dir.glob(f"**/{METRICS}"))]

@@ -114,10 +114,10 @@ def log_to_wandb(rows: list[dict[str, Any]], root: Path, out: Path) -> None:
     import wandb
     from omegaconf import OmegaConf
 
-    from diffusion.loggers import Identity, wandb_logger
+    from diffusion.loggers import WandbIdentity, wandb_logger
     from diffusion.runtime import CONF_DIR
 
-    found = [Identity.read_only(p.parent) for p in sorted(root.glob(f"**/{WANDB_IDENTITY}"))]
+    found = [WandbIdentity.read_only(p.parent) for p in sorted(root.glob(f"**/{WANDB_IDENTITY}"))]
     group = next((i.get("group") for i in found if i.get("group")), None) or f"report/{root.resolve().name}"
     project = next((i.get("project") for i in found if i.get("project")), None) \
         or OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml").wandb.project

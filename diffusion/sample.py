@@ -184,11 +184,11 @@ def log_evaluation_run(cfg: DictConfig, path: Path, module: DiffusionModule, out
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from diffusion.loggers import Identity, hydra_choices, wandb_config
+    from diffusion.loggers import WandbIdentity, hydra_choices, wandb_config
     from diffusion.records import read_metrics
     from diffusion.runs import run_dir_of
 
-    source = Identity.read_only(run_dir_of(path))
+    source = WandbIdentity.read_only(run_dir_of(path))
     made_by = f"pretrained/{cfg.pretrained}" if cfg.pretrained else run_dir_of(path).name
     logger = instantiate(cfg.logger.wandb, save_dir=str(out), job_type="eval", default_name=f"eval {made_by}",
                          group=cfg.logger.wandb.get("group") or source.get("group") or source.get("name") or made_by)

@@ -193,7 +193,7 @@ def evaluate_run(cfg: DictConfig, module: Any, trainer: Any, run_dir: Path) -> d
     Runs on the trainer's root device (Lightning has moved the module back to the CPU after fit), every rank making
     its share of the images.
     """
-    from diffusion.loggers import RunLogger
+    from diffusion.loggers import WandbRunLogger
 
     device = trainer.strategy.root_device
     module.to(device)
@@ -212,7 +212,7 @@ def evaluate_run(cfg: DictConfig, module: Any, trainer: Any, run_dir: Path) -> d
                         for k, v in logger_scalars(m, name, w if sweep or name else None).items()})
         by_name[name] = results
     for logger in trainer.loggers:
-        if isinstance(logger, RunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)
+        if isinstance(logger, WandbRunLogger):  # the scalars, and the results as tables and plots (diffusion.loggers)
             logger.log_metrics(scalars, step=logger.final_step(trainer.global_step))
             if trainer.is_global_zero:
                 logger.log_evaluation(by_name, module.hparams.class_names, cfg.guidance, trainer.global_step)
