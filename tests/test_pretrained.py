@@ -80,8 +80,8 @@ def test_sample_py_pretrained_needs_no_data_and_no_training(tmp_path):
                   cwd=tmp_path, env={"DIFFUSION_DATA": str(tmp_path / "no-data")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "grid.png").is_file() and not (tmp_path / "no-data").exists()
-    # a shipped model keeps its chosen default, DPM-Solver++(3M) with 10 steps (conf/sample.yaml)
-    assert "sampler: dpm_solver, 10 steps, order=3 (the model's own; sampler=NAME for another)" in r.stdout
+    # a shipped model samples with the sampler its file names, its headline's: DPM-Solver++(2M), 20 steps
+    assert "sampler: dpm_solver, 20 steps, order=2 (the model's own; sampler=NAME for another)" in r.stdout
 
 
 def test_demo_lists_own_runs_first_then_the_shipped_models(tmp_path):
