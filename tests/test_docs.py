@@ -60,3 +60,28 @@ def test_the_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 200
     assert any(line.startswith("make train") for line in lines) and any(line.startswith("make test") for line in lines)
+
+
+def test_the_sweep_tables_render_from_a_sweeps_committed_records(tmp_path, monkeypatch):
+    """docs/results.md's Tables 2 and 3 and the points table come from records under results/ (diffusion.report)."""
+    import json
+
+    from diffusion.runs import write_status
+
+    point = tmp_path / "results" / "small" / "0-schedule=linear,timesteps=1000"
+    for w, fid in ((0.2, 3.5), (0, 4.5), (0.5, 5.5)):
+        folder = point / "eval" / "fast" / f"guidance={w}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "data": "mnist", "schedule": "linear", "timesteps": 1000, "guidance": w, "step": 5000, "seed": 42,
+            "evaluation": "fast", "num_samples": 2000, "fid": fid, "fid_inception": 10 * fid, "is": 9.5,
+            "class_accuracy": 0.99, "sampler": "dpm_solver", "sampler_steps": 20}))
+    write_status(point, "ok", metrics={"global_step": 5000, "fit_images": 160000, "fit_seconds": 1500.0,
+                                       "fit_images_per_s": 106.7, "eval_seconds": 900.0})
+    monkeypatch.setattr(render, "ROOT", tmp_path)
+    table2 = render.TABLES["paper_table"](tmp_path / "doc.md", "results/small", "2")
+    assert "| linear | 1000 | 0.2 | 16.19 / 9.56 | 35 / 3.5 / 9.5 |" in table2 and "| cosine | 4000 | 0.2 |" in table2
+    table3 = render.TABLES["paper_table"](tmp_path / "doc.md", "results/small", "3")
+    assert "| linear | 1000 | 0 | 21.12 / 9.13 | 45 / 4.5 / 9.5 |" in table3
+    points = render.TABLES["sweep_points"](tmp_path / "doc.md", "results/small")
+    assert "| 0-schedule=linear,timesteps=1000 | ok | 5,000 | 160,000 | 25 min 00 s | 106.7 | 15 min 00 s |" in points
