@@ -199,8 +199,14 @@ class WandbRunLogger(WandbLogger):
         return self._floor
 
     @rank_zero_only
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """The run's resolved config, as W&B shows it (wandb_config)."""
+        self.experiment.config.update(wandb_config(dict(config), hydra_choices()), allow_val_change=True)
+
+    @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
-        self.experiment.config.update(wandb_config(dict(params), hydra_choices()), allow_val_change=True)
+        """Lightning's own call with the module's and data module's hyper-parameters: they are in the run's config
+        already (`module`, `data`), so nothing is logged over it."""
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

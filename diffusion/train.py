@@ -161,8 +161,8 @@ def _train(cfg: DictConfig, trainer_overrides: dict[str, Any]) -> dict[str, Any]
     if trainer.strategy.root_device.type == "cuda":
         configure_cuda()
     try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        for logger in loggers:  # the run's whole config (W&B: nested, as its Hydra integration shows it)
+            getattr(logger, "log_config", logger.log_hyperparams)(OmegaConf.to_container(cfg, resolve=True))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["global_step"], metrics["world_size"] = trainer.global_step, trainer.world_size
