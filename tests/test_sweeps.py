@@ -186,6 +186,8 @@ def check_wandb_of_the_sweep(sweep, resumed, output):
     attempts = runs[next(i for i, p in ids.items() if p == resumed)]
     assert len(attempts) == 2 and attempts[0].steps and attempts[1].steps  # its two attempts, both logged steps
     assert f"({next(i for i, p in ids.items() if p == resumed)}) (continues its W&B run)" in output
+    modes = [line.split("), ", 1)[1].split(",")[0] for line in output.splitlines() if line.startswith("W&B: run ")]
+    assert modes == ["offline"] * 3  # the points the resume ran (point 0 was skipped): one mode line for each
     names = set()
     for run_id, attempts in runs.items():
         steps = [s for f in attempts for s in f.steps]
