@@ -8,8 +8,8 @@ numbers never depend on the world size; images stay in memory and reach disk onl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ from diffusion.generate import balanced_labels, generate
 from diffusion.published import paper_scores
 from diffusion.records import format_table, logger_scalars, summarize_seeds, write_metrics
 from diffusion.runs import METRICS
-from diffusion.samplers import check_sampler
 from diffusion.runtime import data_root, sampler_options
+from diffusion.samplers import check_sampler
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,6 @@ class EvalSettings:
         return cls(batch_size=int(eval_cfg.batch_size), inception=check_inception(eval_cfg.inception),
                    inception_weights=eval_cfg.inception_weights, clip=eval_cfg.get("clip"),
                    clip_prompts=tuple(eval_cfg.get("clip_prompts") or PROMPTS))
-
 
     def wants_inception(self, module: Any, guidance: float | None) -> bool:
         """Whether samples of `module` at ω get the standard FID: always, never, or ("published") where the seed paper
@@ -176,8 +175,9 @@ def evaluation_samplers(cfg: DictConfig) -> dict[str | None, DictConfig]:
 
 def check_evaluation(name: str, sampler: Any, timesteps: int) -> None:
     """One named evaluation: a folder-safe name and a sampler of conf/sampler/ with valid steps."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
-        raise ConfigError(f"eval.samplers: {name!r} is not a usable name (letters, digits, '_', '-', '.')")
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)):  # a folder under eval/: never "." or ".."
+        raise ConfigError(f"eval.samplers: {name!r} is not a usable name (letters, digits, '_', '-', '.', not "
+                          "starting with '.' or '-')")
     if not OmegaConf.is_dict(sampler) or not sampler.get("_target_"):
         raise ConfigError(f"eval.samplers.{name} names no sampler; add one with +sampler@eval.samplers.{name}=NAME "
                           f"({', '.join(sampler_options())})")

@@ -283,6 +283,8 @@ def test_a_named_evaluation_needs_a_usable_name_and_a_sampler():
     check_evaluation("ddim-5", ddim, 100)
     with pytest.raises(ConfigError, match=r"eval.samplers: 'a/b' is not a usable name"):
         check_evaluation("a/b", ddim, 100)
+    with pytest.raises(ConfigError, match=r"eval.samplers: '..' is not a usable name"):
+        check_evaluation("..", ddim, 100)  # would write its metrics outside eval/
     with pytest.raises(ConfigError, match=r"eval.samplers.x names no sampler"):
         check_evaluation("x", OmegaConf.create({"steps": 5}), 100)
     with pytest.raises(ConfigError, match=r"eval.samplers.x.steps must be an integer between 1 and timesteps \(4\)"):
