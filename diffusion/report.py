@@ -20,7 +20,7 @@ from diffusion import records
 from diffusion.published import PAPER_IS_NETWORK, PAPER_TABLES, TABLE_TITLES, paper_scores, paper_tables_of
 from diffusion.files import UnreadableFile
 from diffusion.records import label, read_metrics, sampler_label, shown, spread, value
-from diffusion.runs import METRICS as METRICS_FILE, OK, STATUS_FILE, WANDB_IDENTITY, read_status
+from diffusion.runs import METRICS, OK, STATUS_FILE, WANDB_IDENTITY, read_status
 
 PAPER = "paper (Inception FID)"
 PAPER_IS = "paper IS (its own MNIST CNN)"  # not Inception's, not our classifier's: not comparable to ours
@@ -49,10 +49,10 @@ def _row(run: str, m: dict[str, Any]) -> dict[str, Any]:
             "schedule": m.get("schedule"), "ω": m.get("guidance"), "seed": m.get("seed"),
             **{h.label: _cell(m, h.key) for h in records.HEADLINE}, PAPER: paper[0],
             PAPER_IS: paper[1], "samples": m.get("num_samples"), "sampler": sampler_label(m), "status": "ok",
-            METRICS: m}
+            ROW_RECORD: m}
 
 
-METRICS = "_metrics"  # a row's metrics.json, for the paper's tables (not a column)
+ROW_RECORD = "_metrics"  # a row's metrics.json, for the paper's tables (not a column)
 UNREADABLE = "unreadable"  # a row's status when its record could not be read
 TABLE_KEYS = ("fid_inception", "fid", "is")  # what a cell of the paper's tables shows, in this order
 
@@ -62,7 +62,7 @@ def table_cell(found: list[dict[str, Any]], keys: Sequence[str]) -> str:
     setting (training seeds) "mean ± std" and their number."""
     parts = []
     for key in keys:
-        values = [v for r in found if (v := value(r[METRICS], key)) is not None]
+        values = [v for r in found if (v := value(r[ROW_RECORD], key)) is not None]
         if not values:
             parts.append("–")
         elif len(values) == 1:
@@ -76,9 +76,9 @@ def paper_table_rows(rows: list[dict[str, Any]]) -> dict[int, tuple[str, list[st
     """The seed paper's Tables 2 and 3, {n: (title, header, rows)}: per setting its Inception FID / IS, then this
     sweep's for each evaluation: the Inception FID where it was measured, the classifier FID and IS always; several
     runs of one setting (e.g. seed=0,1) as mean ± std."""
-    ok = [r for r in rows if r.get("status") == OK and METRICS in r]
+    ok = [r for r in rows if r.get("status") == OK and ROW_RECORD in r]
     evaluations = sorted({r.get("evaluation") or "" for r in ok}, key=lambda e: (e != "paper", e))
-    keys = [k for k in TABLE_KEYS if k != "fid_inception" or any(value(r[METRICS], k) is not None for r in ok)]
+    keys = [k for k in TABLE_KEYS if k != "fid_inception" or any(value(r[ROW_RECORD], k) is not None for r in ok)]
     shown_as = " / ".join(("classifier IS" if k == "is" else label(k)) for k in keys)
     out = {}
     for n, title in TABLE_TITLES.items():
@@ -148,7 +148,7 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     record that cannot be read is a row saying so (`unreadable: <file>: <why>`)."""
     root = Path(root)
     rows = []
-    for p in sorted(root.glob(f"**/{METRICS_FILE}")):
+    for p in sorted(root.glob(f"**/{METRICS}")):
         try:
             rows.append(_row(str(job_dir(p, root)), read_metrics(p)))
         except (UnreadableFile, TypeError, ValueError) as err:  # ValueError, TypeError: values of the wrong type
